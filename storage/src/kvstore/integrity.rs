@@ -1,0 +1,324 @@
+//! The integrity check: decodes every record of every family and checks that records and
+//! their index entries agree in both directions. Used by the crash test, the conformance suite
+//! and `fleetgate storage check`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use fleetgate_model::CommandId;
+use fleetgate_model::command::{Command, CommandStatus};
+use fleetgate_model::device::{Credential, Device, Group};
+use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
+use fleetgate_model::product::Product;
+use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
+use fleetgate_model::shadow::Shadow;
+use serde::de::DeserializeOwned;
+
+use super::KvStore;
+use super::devices::index_keys;
+use crate::error::Result;
+use crate::keys;
+use crate::kv::{Cf, Entry, KeyRange, KvEngine};
+use crate::traits::IntegrityReport;
+use crate::value;
+
+struct Checker<'a, E> {
+    store: &'a KvStore<E>,
+    report: IntegrityReport,
+}
+
+impl<E: KvEngine> Checker<'_, E> {
+    /// Visits every entry of `cf` under `prefix`, in pages.
+    fn each(
+        &mut self,
+        cf: Cf,
+        prefix: &[u8],
+        mut f: impl FnMut(&mut Self, &[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut range = KeyRange::prefix(prefix);
+        loop {
+            let entries: Vec<Entry> = self.store.engine.scan(cf, &range, 4096)?;
+            for (k, v) in &entries {
+                self.report.checked += 1;
+                f(self, k, v)?;
+            }
+            match entries.last() {
+                Some((k, _)) if entries.len() == 4096 => {
+                    range = KeyRange::prefix_after(prefix, Some(k))
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn problem(&mut self, text: String) {
+        self.report.problems.push(text);
+    }
+
+    fn decode<T: DeserializeOwned>(&mut self, cf: Cf, k: &[u8], v: &[u8]) -> Option<T> {
+        match value::decode(cf, k, v) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn present(&mut self, cf: Cf, key: &[u8], what: impl FnOnce() -> String) -> Result<()> {
+        if self.store.engine.get(cf, key)?.is_none() {
+            let text = what();
+            self.problem(format!("missing {}: {text}", cf.name()));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> {
+    let mut c = Checker {
+        store,
+        report: IntegrityReport::default(),
+    };
+
+    // Devices and every index entry they imply.
+    let mut device_index = BTreeSet::new();
+    let mut group_members: BTreeMap<String, u32> = BTreeMap::new();
+    c.each(Cf::Devices, b"", |c, k, v| {
+        let Some(d) = c.decode::<Device>(Cf::Devices, k, v) else {
+            return Ok(());
+        };
+        if k != d.device_id.as_str().as_bytes() {
+            c.problem(format!(
+                "device {} stored under key {}",
+                d.device_id,
+                value::escape(k)
+            ));
+        }
+        for key in index_keys(&d) {
+            c.present(Cf::Index, &key, || {
+                format!(
+                    "index entry {} of device {}",
+                    value::escape(&key),
+                    d.device_id
+                )
+            })?;
+            device_index.insert(key);
+        }
+        let unique = keys::node_in_product(&d.product_id, &d.node_id);
+        match c.store.engine.get(Cf::Index, &unique)? {
+            Some(v) if v == d.device_id.as_str().as_bytes() => {}
+            _ => c.problem(format!(
+                "node index of device {} is missing or wrong",
+                d.device_id
+            )),
+        }
+        c.present(Cf::Credentials, k, || {
+            format!("credential of device {}", d.device_id)
+        })?;
+        c.present(Cf::Products, d.product_id.as_str().as_bytes(), || {
+            format!("product of device {}", d.device_id)
+        })?;
+        for g in &d.groups {
+            *group_members.entry(g.to_string()).or_default() += 1;
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Credentials, b"", |c, k, v| {
+        c.decode::<Credential>(Cf::Credentials, k, v);
+        c.present(Cf::Devices, k, || {
+            format!("device of credential {}", value::escape(k))
+        })
+    })?;
+    c.each(Cf::Shadows, b"", |c, k, v| {
+        c.decode::<Shadow>(Cf::Shadows, k, v);
+        c.present(Cf::Devices, k, || {
+            format!("device of shadow {}", value::escape(k))
+        })
+    })?;
+
+    // Index entries must point back at records that imply them.
+    c.each(Cf::Index, b"", |c, k, v| {
+        match k.first() {
+            Some(b'A' | b'P' | b'W' | b'S' | b'M' | b'T' | b'n') => {
+                if !device_index.contains(k) {
+                    c.problem(format!("stale device index entry {}", value::escape(k)));
+                }
+            }
+            Some(b'N') => {
+                c.present(Cf::Devices, v, || {
+                    format!("device of node entry {}", value::escape(k))
+                })?;
+            }
+            Some(b'm') => c.present(Cf::Products, v, || {
+                format!("product of name entry {}", value::escape(k))
+            })?,
+            Some(b'a') => {
+                let id = keys::last_part(k).unwrap_or_default().as_bytes().to_vec();
+                c.present(Cf::Products, &id, || {
+                    format!("product of index entry {}", value::escape(k))
+                })?;
+            }
+            Some(b'g') => {
+                let id = keys::last_part(k).unwrap_or_default().as_bytes().to_vec();
+                c.present(Cf::Groups, &id, || {
+                    format!("group of index entry {}", value::escape(k))
+                })?;
+            }
+            _ => c.problem(format!("unknown index entry {}", value::escape(k))),
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Products, b"", |c, k, v| {
+        if let Some(p) = c.decode::<Product>(Cf::Products, k, v) {
+            c.present(Cf::Index, &keys::product_name(&p.name), || {
+                format!("name entry of product {}", p.product_id)
+            })?;
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Groups, b"", |c, k, v| {
+        if let Some(g) = c.decode::<Group>(Cf::Groups, k, v) {
+            let members = group_members.get(g.group_id.as_str()).copied().unwrap_or(0);
+            if members != g.device_count {
+                c.problem(format!(
+                    "group {} counts {} members but has {members}",
+                    g.group_id, g.device_count
+                ));
+            }
+        }
+        Ok(())
+    })?;
+
+    // Commands: records, history and time indexes, queue and expiry entries.
+    let mut queued: BTreeSet<CommandId> = BTreeSet::new();
+    let mut expiring: BTreeSet<CommandId> = BTreeSet::new();
+    c.each(Cf::CommandQueue, b"q", |c, k, v| {
+        let Ok(bytes) = <[u8; 16]>::try_from(v) else {
+            c.problem(format!(
+                "queue entry {} is not a command id",
+                value::escape(k)
+            ));
+            return Ok(());
+        };
+        let id = CommandId::from_bytes(bytes);
+        match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
+            Ok(Some(cmd))
+                if cmd.status == CommandStatus::Pending
+                    && k.starts_with(&keys::queue(&cmd.device_id, None)) =>
+            {
+                queued.insert(id);
+            }
+            Ok(Some(cmd)) => c.problem(format!(
+                "queue entry for command {id} in status {}",
+                cmd.status
+            )),
+            Ok(None) => c.problem(format!("queue entry for missing command {id}")),
+            Err(e) => c.problem(e.to_string()),
+        }
+        Ok(())
+    })?;
+    c.each(Cf::CommandQueue, b"x", |c, k, _| {
+        let Some(id) = keys::tail::<16>(k).map(CommandId::from_bytes) else {
+            c.problem(format!("expiry entry {} is too short", value::escape(k)));
+            return Ok(());
+        };
+        match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
+            Ok(Some(cmd)) if cmd.status == CommandStatus::Pending => {
+                expiring.insert(id);
+            }
+            Ok(_) => c.problem(format!(
+                "expiry entry for a command {id} that is not pending"
+            )),
+            Err(e) => c.problem(e.to_string()),
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Commands, b"r", |c, k, v| {
+        let Some(cmd) = c.decode::<Command>(Cf::Commands, k, v) else {
+            return Ok(());
+        };
+        let at = Some((cmd.created_time, &cmd.command_id));
+        c.present(
+            Cf::Commands,
+            &keys::command_history(&cmd.device_id, at),
+            || format!("history entry of {}", cmd.command_id),
+        )?;
+        c.present(Cf::Commands, &keys::command_by_time(at), || {
+            format!("time entry of {}", cmd.command_id)
+        })?;
+        if c.store
+            .engine
+            .get(Cf::Devices, cmd.device_id.as_str().as_bytes())?
+            .is_none()
+        {
+            c.problem(format!(
+                "command {} of missing device {}",
+                cmd.command_id, cmd.device_id
+            ));
+        }
+        if cmd.status == CommandStatus::Pending {
+            if !queued.contains(&cmd.command_id) {
+                c.problem(format!("pending command {} is not queued", cmd.command_id));
+            }
+            if cmd.expires_at.is_some() && !expiring.contains(&cmd.command_id) {
+                c.problem(format!(
+                    "pending command {} has no expiry entry",
+                    cmd.command_id
+                ));
+            }
+        }
+        Ok(())
+    })?;
+    for prefix in [b"h", b"t"] {
+        c.each(Cf::Commands, prefix, |c, k, _| {
+            match keys::tail::<16>(k).map(CommandId::from_bytes) {
+                Some(id) => c.present(Cf::Commands, &keys::command(&id), || {
+                    format!("command of index entry {}", value::escape(k))
+                })?,
+                None => c.problem(format!(
+                    "command index entry {} is too short",
+                    value::escape(k)
+                )),
+            }
+            Ok(())
+        })?;
+    }
+
+    // The remaining families only need to decode.
+    c.each(Cf::Ota, b"k", |c, k, v| {
+        c.decode::<OtaPackage>(Cf::Ota, k, v);
+        Ok(())
+    })?;
+    c.each(Cf::Ota, b"j", |c, k, v| {
+        c.decode::<OtaTask>(Cf::Ota, k, v);
+        Ok(())
+    })?;
+    c.each(Cf::Ota, b"p", |c, k, v| {
+        if let Some(p) = c.decode::<OtaDeviceProgress>(Cf::Ota, k, v)
+            && !p.status.is_terminal()
+        {
+            c.present(
+                Cf::Ota,
+                &keys::active_task(&p.device_id, Some(&p.task_id)),
+                || format!("active entry of {} in {}", p.device_id, p.task_id),
+            )?;
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Rules, b"r", |c, k, v| {
+        c.decode::<RoutingRule>(Cf::Rules, k, v);
+        Ok(())
+    })?;
+    c.each(Cf::Rules, b"a", |c, k, v| {
+        if let Some(a) = c.decode::<RuleAction>(Cf::Rules, k, v) {
+            c.present(Cf::Rules, &keys::rule(&a.rule_id), || {
+                format!("rule of action {}", a.action_id)
+            })?;
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Acl, b"", |c, k, v| {
+        c.decode::<AclRule>(Cf::Acl, k, v);
+        Ok(())
+    })?;
+    Ok(c.report)
+}

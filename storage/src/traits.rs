@@ -1,0 +1,319 @@
+//! The store traits, one per concern. They are synchronous: the engine calls them from a
+//! storage worker pool, never from a reactor thread; the API calls them from its own threads.
+//! Read-modify-write operations take a mutation closure that runs under the store's lock for
+//! that record; a closure that returns an error leaves the record unchanged.
+//!
+//! Every trait is object safe so that callers can hold an `Arc<dyn Storage>`.
+
+use fleetgate_model::command::{Command, CommandStatus};
+use fleetgate_model::device::{Credential, Device, DeviceStatus, Group};
+use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
+use fleetgate_model::product::Product;
+use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
+use fleetgate_model::shadow::Shadow;
+use fleetgate_model::{
+    AclRuleId, ActionId, AppId, CommandId, DeviceId, GroupId, NodeId, PackageId, ProductId, RuleId,
+    TaskId, Timestamp,
+};
+
+use crate::error::{Result, StorageError};
+use crate::kv::{Durability, EngineStat};
+
+/// A mutation of a record, run under the record's lock.
+pub type Mutation<'a, T> = &'a mut dyn FnMut(&mut T) -> Result<()>;
+
+/// One page of a listing and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The items, in key order.
+    pub items: Vec<T>,
+    /// Pass to the next call to continue; `None` when the listing is complete.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page with no items and no continuation.
+    pub fn empty() -> Self {
+        Page {
+            items: Vec::new(),
+            next: None,
+        }
+    }
+}
+
+/// Filters for device listings; all given filters must match.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceQuery {
+    /// Resource space.
+    pub app_id: Option<AppId>,
+    /// Product.
+    pub product_id: Option<ProductId>,
+    /// Status.
+    pub status: Option<DeviceStatus>,
+    /// Sub-devices of this gateway.
+    pub gateway_id: Option<DeviceId>,
+    /// Members of this group.
+    pub group_id: Option<GroupId>,
+    /// Carrying this tag key (and value, when given).
+    pub tag: Option<(String, Option<String>)>,
+    /// Node id starts with this.
+    pub node_id_prefix: Option<String>,
+}
+
+/// Store limits that the stores enforce atomically with the change they guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Pending cached commands per device.
+    pub max_pending_commands: usize,
+    /// Groups a device may belong to.
+    pub max_groups_per_device: usize,
+    /// Devices per group.
+    pub max_devices_per_group: u32,
+    /// Tags per device.
+    pub max_tags_per_device: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pending_commands: fleetgate_model::command::DEFAULT_MAX_PENDING_PER_DEVICE,
+            max_groups_per_device: 10,
+            max_devices_per_group: 20_000,
+            max_tags_per_device: 10,
+        }
+    }
+}
+
+/// Products and product models.
+pub trait ProductStore {
+    /// Stores a new product; its id and its name must be unused. Synced.
+    fn create_product(&self, product: &Product) -> Result<()>;
+    /// Reads a product.
+    fn get_product(&self, id: &ProductId) -> Result<Option<Product>>;
+    /// Changes a product (not its id); a new name must be unused. Synced.
+    fn update_product(&self, id: &ProductId, f: Mutation<'_, Product>) -> Result<Product>;
+    /// Deletes a product that has no devices left ([`StorageError::Conflict`] otherwise). Synced.
+    fn delete_product(&self, id: &ProductId) -> Result<Product>;
+    /// Lists a resource space's products (all when `app` is `None`) in id order.
+    fn list_products(
+        &self,
+        app: Option<&AppId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Product>>;
+}
+
+/// Devices, their credentials and group memberships.
+pub trait DeviceStore {
+    /// Registers a device with its credential. The product must exist, the device id and the
+    /// (product, node id) pair must be unused, a sub-device's gateway must exist. Synced.
+    fn create_device(&self, device: &Device, credential: &Credential) -> Result<()>;
+    /// Reads a device.
+    fn get_device(&self, id: &DeviceId) -> Result<Option<Device>>;
+    /// Reads a device's credential.
+    fn get_credential(&self, id: &DeviceId) -> Result<Option<Credential>>;
+    /// Replaces a device's credential (reset secret). Synced.
+    fn set_credential(&self, id: &DeviceId, credential: &Credential) -> Result<()>;
+    /// Changes a device. Ids, product and node id cannot change; groups change only through
+    /// [`GroupStore`]; indexes follow status, gateway and tag changes.
+    fn update_device(
+        &self,
+        id: &DeviceId,
+        durability: Durability,
+        f: Mutation<'_, Device>,
+    ) -> Result<Device>;
+    /// Deletes a device and everything that belongs to it: credential, shadow, group
+    /// memberships, cached and historical commands, OTA progress. A gateway with sub-devices
+    /// is refused. Synced.
+    fn delete_device(&self, id: &DeviceId) -> Result<Device>;
+    /// Lists devices matching `query` in device-id order.
+    fn list_devices(
+        &self,
+        query: &DeviceQuery,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Device>>;
+    /// Devices with this node id (in any product).
+    fn find_by_node(&self, node: &NodeId) -> Result<Vec<DeviceId>>;
+    /// The device registered for (product, node id).
+    fn find_by_product_node(&self, product: &ProductId, node: &NodeId) -> Result<Option<DeviceId>>;
+}
+
+/// Groups and membership (tags are fields of the device and indexed by [`DeviceStore`]).
+pub trait GroupStore {
+    /// Stores a new group. Synced.
+    fn create_group(&self, group: &Group) -> Result<()>;
+    /// Reads a group.
+    fn get_group(&self, id: &GroupId) -> Result<Option<Group>>;
+    /// Changes a group's name or description. Synced.
+    fn update_group(&self, id: &GroupId, f: Mutation<'_, Group>) -> Result<Group>;
+    /// Deletes a group and its memberships. Synced.
+    fn delete_group(&self, id: &GroupId) -> Result<Group>;
+    /// Lists a resource space's groups (all when `app` is `None`).
+    fn list_groups(
+        &self,
+        app: Option<&AppId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Group>>;
+    /// Adds a device to a group within the limits; adding a member twice is a no-op. Synced.
+    fn add_member(&self, group: &GroupId, device: &DeviceId) -> Result<()>;
+    /// Removes a device from a group; removing a non-member is a no-op. Synced.
+    fn remove_member(&self, group: &GroupId, device: &DeviceId) -> Result<()>;
+    /// Lists a group's members in device-id order.
+    fn list_members(
+        &self,
+        group: &GroupId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<DeviceId>>;
+}
+
+/// Device shadows.
+pub trait ShadowStore {
+    /// Reads a shadow; a device without one has the empty shadow.
+    fn get_shadow(&self, device: &DeviceId) -> Result<Shadow>;
+    /// Changes a shadow under its lock (the device must exist).
+    fn update_shadow(
+        &self,
+        device: &DeviceId,
+        durability: Durability,
+        f: Mutation<'_, Shadow>,
+    ) -> Result<Shadow>;
+}
+
+/// Command records and the durable per-device command cache.
+pub trait CommandStore {
+    /// Stores a new command. A PENDING command joins its device's queue (refused with
+    /// [`StorageError::LimitExceeded`] beyond the pending limit) and the expiry index, and is
+    /// synced before this returns.
+    fn insert_command(&self, command: &Command) -> Result<()>;
+    /// Reads a command.
+    fn get_command(&self, id: &CommandId) -> Result<Option<Command>>;
+    /// Changes a command under its device's lock; leaving PENDING removes it from the queue
+    /// and the expiry index. Changes of asynchronous commands are synced.
+    fn update_command(&self, id: &CommandId, f: Mutation<'_, Command>) -> Result<Command>;
+    /// A device's pending commands in queue (creation) order, at most `limit`.
+    fn pending_commands(&self, device: &DeviceId, limit: usize) -> Result<Vec<Command>>;
+    /// Pending commands whose expiry is at or before `now`, earliest first, at most `limit`.
+    fn expired_pending(&self, now: Timestamp, limit: usize) -> Result<Vec<Command>>;
+    /// A device's commands, oldest first, optionally only those in `status`.
+    fn list_device_commands(
+        &self,
+        device: &DeviceId,
+        status: Option<CommandStatus>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<Command>>;
+    /// Deletes up to `limit` settled commands created before `before` (history retention).
+    /// Returns how many were deleted.
+    fn prune_commands(&self, before: Timestamp, limit: usize) -> Result<usize>;
+}
+
+/// OTA packages, tasks and per-device progress.
+pub trait OtaStore {
+    /// Stores a new package. Synced.
+    fn create_package(&self, package: &OtaPackage) -> Result<()>;
+    /// Reads a package.
+    fn get_package(&self, id: &PackageId) -> Result<Option<OtaPackage>>;
+    /// Deletes a package. Synced.
+    fn delete_package(&self, id: &PackageId) -> Result<OtaPackage>;
+    /// Lists a product's packages.
+    fn list_packages(
+        &self,
+        product: &ProductId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OtaPackage>>;
+    /// Stores a task (insert or replace). Synced.
+    fn put_task(&self, task: &OtaTask) -> Result<()>;
+    /// Reads a task.
+    fn get_task(&self, id: &TaskId) -> Result<Option<OtaTask>>;
+    /// Deletes a task and its per-device progress. Synced.
+    fn delete_task(&self, id: &TaskId) -> Result<OtaTask>;
+    /// Stores one device's progress; unfinished sub-tasks are indexed by device. Synced.
+    fn put_progress(&self, progress: &OtaDeviceProgress) -> Result<()>;
+    /// Reads one device's progress in a task.
+    fn get_progress(&self, task: &TaskId, device: &DeviceId) -> Result<Option<OtaDeviceProgress>>;
+    /// Lists a task's per-device progress.
+    fn list_progress(
+        &self,
+        task: &TaskId,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<OtaDeviceProgress>>;
+    /// The tasks in which a device has an unfinished sub-task.
+    fn active_tasks(&self, device: &DeviceId) -> Result<Vec<TaskId>>;
+}
+
+/// Forwarding rules, their actions (push subscriptions) and ACL rules.
+pub trait RuleStore {
+    /// Stores a rule (insert or replace). Synced.
+    fn put_rule(&self, rule: &RoutingRule) -> Result<()>;
+    /// Reads a rule.
+    fn get_rule(&self, id: &RuleId) -> Result<Option<RoutingRule>>;
+    /// Deletes a rule and its actions. Synced.
+    fn delete_rule(&self, id: &RuleId) -> Result<RoutingRule>;
+    /// Lists a resource space's rules (all when `app` is `None`).
+    fn list_rules(
+        &self,
+        app: Option<&AppId>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<RoutingRule>>;
+    /// Stores an action of an existing rule (insert or replace). Synced.
+    fn put_action(&self, action: &RuleAction) -> Result<()>;
+    /// Reads an action.
+    fn get_action(&self, id: &ActionId) -> Result<Option<RuleAction>>;
+    /// Deletes an action. Synced.
+    fn delete_action(&self, id: &ActionId) -> Result<RuleAction>;
+    /// A rule's actions.
+    fn list_actions(&self, rule: &RuleId) -> Result<Vec<RuleAction>>;
+    /// Stores an ACL rule (insert or replace). Synced.
+    fn put_acl_rule(&self, rule: &AclRule) -> Result<()>;
+    /// Reads an ACL rule.
+    fn get_acl_rule(&self, id: &AclRuleId) -> Result<Option<AclRule>>;
+    /// Deletes an ACL rule. Synced.
+    fn delete_acl_rule(&self, id: &AclRuleId) -> Result<AclRule>;
+    /// Lists ACL rules in id order.
+    fn list_acl_rules(&self, cursor: Option<&str>, limit: usize) -> Result<Page<AclRule>>;
+}
+
+/// What an integrity check found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Records and index entries examined.
+    pub checked: u64,
+    /// Every inconsistency, described.
+    pub problems: Vec<String>,
+}
+
+/// Everything the platform stores, plus administration.
+pub trait Storage:
+    ProductStore
+    + DeviceStore
+    + GroupStore
+    + ShadowStore
+    + CommandStore
+    + OtaStore
+    + RuleStore
+    + Send
+    + Sync
+{
+    /// Makes every write durable (shutdown).
+    fn flush(&self) -> Result<()>;
+    /// Engine figures for `/metrics`.
+    fn engine_stats(&self) -> Vec<EngineStat>;
+    /// Decodes every record and checks that indexes and records agree.
+    fn check_integrity(&self) -> Result<IntegrityReport>;
+    /// The limits the store enforces.
+    fn limits(&self) -> &Limits;
+}
+
+/// Shorthand for a missing record.
+pub fn not_found(kind: &'static str, id: impl ToString) -> StorageError {
+    StorageError::NotFound {
+        kind,
+        id: id.to_string(),
+    }
+}
