@@ -209,7 +209,7 @@ pub struct EngineStat {
 }
 
 /// An ordered key-value engine with column families and atomic batches.
-pub trait KvEngine: Send + Sync + 'static {
+pub trait KvEngine: Send + Sync + std::fmt::Debug + 'static {
     /// Reads one key.
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
 

@@ -205,8 +205,9 @@ pub trait CommandStore {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<Page<Command>>;
-    /// Deletes up to `limit` settled commands created before `before` (history retention).
-    /// Returns how many were deleted.
+    /// Deletes up to `limit` terminal commands created before `before` (history retention),
+    /// skipping unsettled ones however old. Returns how many were deleted; call again while it
+    /// returns `limit`.
     fn prune_commands(&self, before: Timestamp, limit: usize) -> Result<usize>;
 }
 
@@ -299,9 +300,12 @@ pub trait Storage:
     + RuleStore
     + Send
     + Sync
+    + std::fmt::Debug
 {
     /// Makes every write durable (shutdown).
     fn flush(&self) -> Result<()>;
+    /// A cheap read that fails when the engine cannot serve reads (health checks).
+    fn ping(&self) -> Result<()>;
     /// Engine figures for `/metrics`.
     fn engine_stats(&self) -> Vec<EngineStat>;
     /// Decodes every record and checks that indexes and records agree.

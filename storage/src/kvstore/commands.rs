@@ -269,29 +269,45 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
 
     fn prune_commands(&self, before: Timestamp, limit: usize) -> Result<usize> {
         let prefix = keys::command_by_time(None);
-        let range = KeyRange {
+        let end = [prefix.as_slice(), &keys::time_bytes(before)].concat();
+        let mut range = KeyRange {
             start: prefix.clone(),
-            end: [prefix.as_slice(), &keys::time_bytes(before)].concat(),
+            end: end.clone(),
         };
-        let entries = self.engine.scan(Cf::Commands, &range, limit)?;
-        let mut b = WriteBatch::new();
         let mut pruned = 0;
-        for (k, _) in entries {
-            let Some(id) = keys::tail::<16>(&k).map(CommandId::from_bytes) else {
-                continue;
-            };
-            match self.get_command(&id)? {
-                // Terminal states never change again, so no lock is needed to delete them.
-                Some(c) if c.status.is_terminal() => {
-                    self.delete_command_entries(&mut b, &c);
-                    pruned += 1;
+        while pruned < limit {
+            let entries = self.engine.scan(Cf::Commands, &range, 256)?;
+            let mut b = WriteBatch::new();
+            for (k, _) in &entries {
+                if pruned == limit {
+                    break;
                 }
-                Some(_) => {}
-                None => b.delete(Cf::Commands, k),
+                let Some(id) = keys::tail::<16>(k).map(CommandId::from_bytes) else {
+                    continue;
+                };
+                match self.get_command(&id)? {
+                    // Terminal states never change again, so no lock is needed to delete them.
+                    Some(c) if c.status.is_terminal() => {
+                        self.delete_command_entries(&mut b, &c);
+                        pruned += 1;
+                    }
+                    // Unsettled commands stay, however old.
+                    Some(_) => {}
+                    None => b.delete(Cf::Commands, k.clone()),
+                }
             }
-        }
-        if !b.is_empty() {
-            self.engine.write(b, Durability::Buffered)?;
+            if !b.is_empty() {
+                self.engine.write(b, Durability::Buffered)?;
+            }
+            match entries.last() {
+                Some((k, _)) if entries.len() == 256 => {
+                    range = KeyRange {
+                        start: [k.as_slice(), &[0]].concat(),
+                        end: end.clone(),
+                    };
+                }
+                _ => break,
+            }
         }
         Ok(pruned)
     }

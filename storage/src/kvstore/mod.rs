@@ -266,6 +266,10 @@ impl<E: KvEngine> Storage for KvStore<E> {
         self.engine.flush()
     }
 
+    fn ping(&self) -> Result<()> {
+        self.engine.get(Cf::Meta, keys::SCHEMA_VERSION).map(|_| ())
+    }
+
     fn engine_stats(&self) -> Vec<EngineStat> {
         self.engine.stats()
     }

@@ -1,0 +1,10 @@
+//! The `fleetgate` binary. Everything lives in the library; see `fleetgate --help`.
+
+use std::process::ExitCode;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    fleetgate_api::cli::main()
+}

@@ -1,0 +1,181 @@
+//! The running server: opens storage, serves the HTTP API, and stops in order on SIGINT or
+//! SIGTERM — stop accepting, let in-flight requests finish (within the grace period), stop
+//! housekeeping, then flush storage.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Service, ServiceResponse};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use fleetgate_storage::Storage;
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::housekeeping::Housekeeping;
+use crate::metrics::Metrics;
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    /// The stores.
+    pub storage: Arc<dyn Storage>,
+    /// The metrics registry.
+    pub metrics: Metrics,
+    /// When the process started serving.
+    pub started: Instant,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_secs: u64,
+}
+
+async fn get_healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let storage = Arc::clone(&state.storage);
+    match web::block(move || storage.ping()).await {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
+            status: "ok",
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: state.started.elapsed().as_secs(),
+        })),
+        Ok(Err(e)) => {
+            warn!(error = %e, "health check: storage read failed");
+            Err(ApiError::unavailable("storage"))
+        }
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+async fn get_metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    // Storage figures are read on scrape; keep that off the async workers.
+    let text = web::block(move || state.metrics.render())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(text))
+}
+
+async fn no_route(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::no_route(req.method().as_str(), req.path()))
+}
+
+fn method_label(m: &actix_web::http::Method) -> &'static str {
+    use actix_web::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Opens the RocksDB stores of the configuration.
+pub fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let path = &config.storage.path;
+    let store = fleetgate_storage_rocks::open_store(path, &config.rocksdb, config.storage.limits())
+        .with_context(|| format!("cannot open storage at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Runs fleetgate until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let storage = open_storage(&config)?;
+    info!(path = %config.storage.path.display(), "storage open");
+    let metrics = Metrics::new(Arc::clone(&storage)).context("cannot set up metrics")?;
+    let housekeeping = Housekeeping::start(Arc::clone(&storage), &config.storage);
+    let state = web::Data::new(AppState {
+        storage: Arc::clone(&storage),
+        metrics,
+        started: Instant::now(),
+    });
+    let max_body = config.api.max_body_bytes;
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        let state = app_state.clone();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .app_data(web::JsonConfig::default().limit(max_body))
+            .wrap_fn(move |req, srv| {
+                let started = Instant::now();
+                let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+                let method = method_label(req.method());
+                let metrics = state.metrics.clone();
+                let fut = srv.call(req);
+                async move {
+                    let res: ServiceResponse = fut.await?;
+                    let status = res.status().as_u16().to_string();
+                    metrics
+                        .http_requests
+                        .with_label_values(&[&route, method, &status])
+                        .inc();
+                    metrics
+                        .http_duration
+                        .with_label_values(&[&route])
+                        .observe(started.elapsed().as_secs_f64());
+                    Ok(res)
+                }
+            })
+            .route("/healthz", web::get().to(get_healthz))
+            .route("/metrics", web::get().to(get_metrics))
+            .default_service(web::to(no_route))
+    })
+    .disable_signals()
+    .shutdown_timeout(config.api.shutdown_grace_secs);
+    if config.api.workers > 0 {
+        server = server.workers(config.api.workers);
+    }
+    let server = server
+        .bind(config.api.listen)
+        .with_context(|| format!("cannot listen on {}", config.api.listen))?;
+    for addr in server.addrs() {
+        info!(%addr, "api listening");
+    }
+    let server = server.run();
+    let handle = server.handle();
+    let stopper = tokio::spawn(async move {
+        let reason = wait_for_signal().await;
+        info!(
+            signal = reason,
+            "stopping: no new connections, finishing in-flight requests"
+        );
+        handle.stop(true).await;
+    });
+    server.await.context("the HTTP server failed")?;
+    stopper.abort();
+    housekeeping.stop();
+    let flushed = tokio::task::spawn_blocking(move || storage.flush()).await;
+    match flushed {
+        Ok(Ok(())) => info!("storage flushed; stopped"),
+        Ok(Err(e)) => return Err(e).context("flushing storage at shutdown failed"),
+        Err(e) => return Err(e).context("flushing storage at shutdown failed"),
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() -> &'static str {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
