@@ -65,6 +65,13 @@ pub enum Command {
     /// Storage administration.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Registers the products, devices and ACL rules of a JSON file (fleetgate must not be
+    /// running on the data directory). Existing records are left alone; the report, including
+    /// any generated device secrets, is printed as JSON.
+    Provision {
+        /// The file, or `-` for standard input.
+        file: PathBuf,
+    },
 }
 
 /// `fleetgate config ...`.
@@ -154,6 +161,7 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Storage(StorageCommand::Check) => storage_check(&config),
+        Command::Provision { file } => provision(&config, &file),
         Command::Run => {
             crate::logging::init(&config.log);
             let result = actix_web::rt::System::new().block_on(crate::server::run(config));
@@ -165,6 +173,38 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn provision(config: &Config, file: &std::path::Path) -> ExitCode {
+    let spec = match crate::provision::read(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot read {}: {e:#}", file.display());
+            return ExitCode::from(2);
+        }
+    };
+    let storage = match crate::server::open_storage(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = crate::provision::apply(storage.as_ref(), spec);
+    let failed = !report.errors.is_empty();
+    match serde_json::to_string_pretty(&report) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("cannot print the report: {e}"),
+    }
+    if let Err(e) = storage.flush() {
+        eprintln!("flushing storage failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

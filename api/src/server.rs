@@ -14,9 +14,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::engine_metrics::EngineCollector;
 use crate::error::ApiError;
 use crate::housekeeping::Housekeeping;
 use crate::metrics::Metrics;
+use fleetgate_engine::{Engine, StartOptions};
 
 /// What every handler can reach.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub struct AppState {
     pub storage: Arc<dyn Storage>,
     /// The metrics registry.
     pub metrics: Metrics,
+    /// The connection tier.
+    pub engine: Arc<Engine>,
     /// When the process started serving.
     pub started: Instant,
 }
@@ -96,9 +100,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(path = %config.storage.path.display(), "storage open");
     let metrics = Metrics::new(Arc::clone(&storage)).context("cannot set up metrics")?;
     let housekeeping = Housekeeping::start(Arc::clone(&storage), &config.storage);
+    // The engine's file descriptors are what storage and the API leave.
+    let reserved_fds = config.rocksdb.max_open_files as usize + 512;
+    let engine = Engine::start(
+        config.engine.clone(),
+        Arc::clone(&storage),
+        Vec::new(),
+        StartOptions { reserved_fds },
+    )
+    .context("cannot start the connection tier")?;
+    let engine = Arc::new(engine);
+    metrics
+        .register(Box::new(
+            EngineCollector::new(Arc::clone(&engine)).context("cannot set up engine metrics")?,
+        ))
+        .context("cannot register engine metrics")?;
     let state = web::Data::new(AppState {
         storage: Arc::clone(&storage),
         metrics,
+        engine: Arc::clone(&engine),
         started: Instant::now(),
     });
     let max_body = config.api.max_body_bytes;
@@ -156,6 +176,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     server.await.context("the HTTP server failed")?;
     stopper.abort();
+    // Device connections close next (MQTT 5 clients hear "server shutting down"), then the
+    // upstream queue drains.
+    let stopping = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || stopping.shutdown())
+        .await
+        .context("stopping the engine failed")?;
+    info!("device connections closed");
     housekeeping.stop();
     let flushed = tokio::task::spawn_blocking(move || storage.flush()).await;
     match flushed {

@@ -91,7 +91,11 @@ pub struct Product {
     /// Upgrade capabilities read by OTA and PCP recognition (§3.2, §15.9).
     #[serde(default)]
     pub om_capability: OmCapability,
-    /// When the product was created.
+    /// Per-device uplink limits of this product; the engine's defaults apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_control: Option<FlowLimits>,
+    /// When the product was created (now, when a definition leaves it out).
+    #[serde(default = "Timestamp::now")]
     pub create_time: Timestamp,
 }
 
@@ -350,6 +354,15 @@ pub struct EventDef {
     /// Its parameters.
     #[serde(default)]
     pub paras: Vec<ParaDef>,
+}
+
+/// Per-device uplink limits (token-bucket rates; 0 means unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowLimits {
+    /// Messages per second each device may publish.
+    pub messages_per_sec: u32,
+    /// Payload bytes per second each device may publish.
+    pub bytes_per_sec: u32,
 }
 
 /// Upgrade capabilities (spec/device-management.md §3.2 design note).

@@ -276,7 +276,8 @@ pub struct AclRule {
     /// Evaluation priority.
     #[serde(default)]
     pub priority: i32,
-    /// Creation time.
+    /// Creation time (now, when a definition leaves it out).
+    #[serde(default = "Timestamp::now")]
     pub create_time: Timestamp,
 }
 
