@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use fleetgate_model::auth::{SignType, timestamp_fresh, verify_password};
-use fleetgate_model::device::{Credential, DeviceSecret, DeviceStatus};
+use fleetgate_model::device::{Credential, DeviceSecret};
 use fleetgate_model::product::Product;
 use fleetgate_model::{DeviceId, ProductId, Timestamp};
-use fleetgate_storage::{DeviceQuery, Storage};
+use fleetgate_storage::Storage;
 use quick_cache::sync::Cache;
 
 use crate::acl::{DeviceInfo, ProductPolicy};
@@ -137,32 +137,16 @@ impl AuthCache {
         storage: &dyn Storage,
         id: &DeviceId,
     ) -> fleetgate_storage::Result<Option<AuthRecord>> {
-        let Some(device) = storage.get_device(id)? else {
-            return Ok(None);
-        };
-        let Some(credential) = storage.get_credential(id)? else {
+        let Some(view) = storage.load_for_auth(id, MAX_SUB_DEVICES)? else {
             return Ok(None);
         };
         // A device always has its product (storage enforces it); refuse rather than guess.
-        let Some(product) = self.product(storage, &device.product_id)? else {
+        let Some(product) = self.product(storage, &view.device.product_id)? else {
             return Ok(None);
         };
-        let subs = storage.list_devices(
-            &DeviceQuery {
-                gateway_id: Some(id.clone()),
-                ..Default::default()
-            },
-            None,
-            MAX_SUB_DEVICES,
-        )?;
-        let sub_devices = (!subs.items.is_empty()).then(|| {
-            Arc::new(
-                subs.items
-                    .into_iter()
-                    .map(|d| d.device_id)
-                    .collect::<HashSet<_>>(),
-            )
-        });
+        let sub_devices = (!view.sub_devices.is_empty())
+            .then(|| Arc::new(view.sub_devices.into_iter().collect::<HashSet<_>>()));
+        let credential = view.credential;
         let secret = match credential {
             Credential::Secret(s) => Some(s),
             Credential::Certificate(_) => None,
@@ -174,7 +158,7 @@ impl AuthCache {
                 sub_devices,
             }),
             secret,
-            frozen: device.status == DeviceStatus::Frozen,
+            frozen: view.frozen,
         }))
     }
 
@@ -230,6 +214,7 @@ impl AuthCache {
             custom_topics: p.custom_topics.clone(),
             messages,
             bytes,
+            max_throttle_ms: u64::from(self.flow.max_throttle_secs) * 1000,
         })
     }
 }

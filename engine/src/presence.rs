@@ -76,14 +76,12 @@ impl Presence {
     }
 
     fn set(&self, device: &DeviceId, event: StatusEvent) {
-        let now = Timestamp::now();
-        let result = self
-            .storage
-            .update_device(device, Durability::Buffered, &mut |d| {
-                d.apply_status(event, now)
-                    .map(|_| ())
-                    .map_err(StorageError::abort)
-            });
+        let result = self.storage.apply_presence_event(
+            device,
+            event,
+            Timestamp::now(),
+            Durability::Buffered,
+        );
         match result {
             Ok(_) | Err(StorageError::NotFound { .. }) => {}
             Err(e)

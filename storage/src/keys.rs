@@ -10,9 +10,10 @@
 //! | products | `{product_id}` | product |
 //! | devices | `{device_id}` | device |
 //! | credentials | `{device_id}` | credential |
+//! | presence | `{device_id}` | connection status and times (binary, `value::encode_presence`) |
 //! | groups | `{group_id}` | group |
 //! | shadows | `{device_id}` | shadow |
-//! | index | `A{app}\0{device}` `P{product}\0{device}` `W{gateway}\0{device}` `S{status}\0{device}` `M{group}\0{device}` `T{key}\0{value}\0{device}` `n{node}\0{device}` | empty |
+//! | index | `A{app}\0{device}` `P{product}\0{device}` `W{gateway}\0{device}` `S{status}\0{device}` (the record's status: `INACTIVE` or `FROZEN`) `M{group}\0{device}` `T{key}\0{value}\0{device}` `n{node}\0{device}` | empty |
 //! | index | `N{product}\0{node}` | device id (unique node per product) |
 //! | index | `a{app}\0{product}` `m{product name}` | empty / product id (unique name) |
 //! | index | `g{app}\0{group}` | empty |

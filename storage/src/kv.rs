@@ -14,6 +14,8 @@ pub enum Cf {
     Devices,
     /// Device credentials by device id.
     Credentials,
+    /// Device connection status and times by device id.
+    Presence,
     /// Groups by id.
     Groups,
     /// Secondary indexes of devices, products and groups.
@@ -36,10 +38,11 @@ pub enum Cf {
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 12] = [
+    pub const ALL: [Cf; 13] = [
         Cf::Products,
         Cf::Devices,
         Cf::Credentials,
+        Cf::Presence,
         Cf::Groups,
         Cf::Index,
         Cf::Shadows,
@@ -57,6 +60,7 @@ impl Cf {
             Cf::Products => "products",
             Cf::Devices => "devices",
             Cf::Credentials => "credentials",
+            Cf::Presence => "presence",
             Cf::Groups => "groups",
             Cf::Index => "index",
             Cf::Shadows => "shadows",
@@ -215,6 +219,18 @@ pub trait KvEngine: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads up to `limit` entries of `range` in key order.
     fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Entry>>;
+
+    /// Reads one key without keeping what was read in the engine's block cache: for one-pass
+    /// reads whose result the caller caches itself (credentials loaded at connect time), which
+    /// would otherwise fill the cache with blocks read once.
+    fn get_uncached(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get(cf, key)
+    }
+
+    /// [`KvEngine::scan`] without filling the block cache (see [`KvEngine::get_uncached`]).
+    fn scan_uncached(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Entry>> {
+        self.scan(cf, range, limit)
+    }
 
     /// Applies every operation of `batch` atomically.
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()>;

@@ -6,7 +6,7 @@
 //! Every trait is object safe so that callers can hold an `Arc<dyn Storage>`.
 
 use fleetgate_model::command::{Command, CommandStatus};
-use fleetgate_model::device::{Credential, Device, DeviceStatus, Group};
+use fleetgate_model::device::{Credential, Device, DeviceStatus, Group, StatusEvent};
 use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
 use fleetgate_model::product::Product;
 use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
@@ -122,6 +122,21 @@ pub trait DeviceStore {
         durability: Durability,
         f: Mutation<'_, Device>,
     ) -> Result<Device>;
+    /// Applies a connection event (connect, connection lost, uplink, silence; not freeze or
+    /// unfreeze, which go through [`DeviceStore::update_device`]) to the device's status and
+    /// returns the device after it. Writes only the device's presence — a few bytes, no index
+    /// — so that connects and disconnects stay cheap for large fleets. A frozen device's
+    /// connect fails with the model's `StatusError` ([`StorageError::aborted`]).
+    fn apply_presence_event(
+        &self,
+        id: &DeviceId,
+        event: StatusEvent,
+        at: Timestamp,
+        durability: Durability,
+    ) -> Result<Device>;
+    /// What authenticating a connection needs, read without filling the engine's block cache
+    /// (the caller caches it): `None` for an unknown device or one without a credential.
+    fn load_for_auth(&self, id: &DeviceId, max_sub_devices: usize) -> Result<Option<AuthView>>;
     /// Deletes a device and everything that belongs to it: credential, shadow, group
     /// memberships, cached and historical commands, OTA progress. A gateway with sub-devices
     /// is refused. Synced.
@@ -137,6 +152,20 @@ pub trait DeviceStore {
     fn find_by_node(&self, node: &NodeId) -> Result<Vec<DeviceId>>;
     /// The device registered for (product, node id).
     fn find_by_product_node(&self, product: &ProductId, node: &NodeId) -> Result<Option<DeviceId>>;
+}
+
+/// What [`DeviceStore::load_for_auth`] reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthView {
+    /// The device record. Its status tells FROZEN or not; connection status and times are not
+    /// read.
+    pub device: Device,
+    /// Whether the device is frozen.
+    pub frozen: bool,
+    /// Its credential.
+    pub credential: Credential,
+    /// Its sub-devices, when it is a gateway (at most the number asked for).
+    pub sub_devices: Vec<DeviceId>,
 }
 
 /// Groups and membership (tags are fields of the device and indexed by [`DeviceStore`]).

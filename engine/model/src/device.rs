@@ -166,6 +166,21 @@ impl Tag {
     }
 }
 
+/// A device's connection status and times, kept apart from its record. Connects and
+/// disconnects are the most frequent writes of a fleet; they change these few fields only, so
+/// storage writes them alone instead of the whole record and its indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// ONLINE, OFFLINE or ABNORMAL.
+    pub status: DeviceStatus,
+    /// When the device first connected.
+    pub first_online_time: Option<Timestamp>,
+    /// When it last came online.
+    pub last_online_time: Option<Timestamp>,
+    /// When it last went offline.
+    pub last_offline_time: Option<Timestamp>,
+}
+
 /// A registered device (§4.1).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Device {
@@ -248,6 +263,55 @@ impl Device {
         }
         self.status = next;
         Ok(changed)
+    }
+
+    /// Splits the device into the record to store and its [`Presence`]. The record keeps only
+    /// the administrative part of the status (FROZEN, else INACTIVE) and no connection times;
+    /// the presence keeps the connection status and times. `stored` is the presence stored so
+    /// far: its connection status is kept while the device is frozen or not yet activated.
+    pub fn split_presence(&self, stored: Option<&Presence>) -> (Device, Option<Presence>) {
+        let mut record = self.clone();
+        record.status = match self.status {
+            DeviceStatus::Frozen => DeviceStatus::Frozen,
+            _ => DeviceStatus::Inactive,
+        };
+        record.first_online_time = None;
+        record.last_online_time = None;
+        record.last_offline_time = None;
+        let status = match self.status {
+            s @ (DeviceStatus::Online | DeviceStatus::Offline | DeviceStatus::Abnormal) => Some(s),
+            DeviceStatus::Inactive | DeviceStatus::Frozen => stored.map(|p| p.status),
+        };
+        let presence = match (status, self.first_online_time) {
+            (Some(status), first) => Some(Presence {
+                status,
+                first_online_time: first,
+                last_online_time: self.last_online_time,
+                last_offline_time: self.last_offline_time,
+            }),
+            (None, Some(first)) => Some(Presence {
+                status: DeviceStatus::Offline,
+                first_online_time: Some(first),
+                last_online_time: self.last_online_time,
+                last_offline_time: self.last_offline_time,
+            }),
+            (None, None) => None,
+        };
+        (record, presence)
+    }
+
+    /// The device as its stored record and presence describe it together (the inverse of
+    /// [`Device::split_presence`]).
+    pub fn with_presence(mut self, presence: Option<&Presence>) -> Device {
+        if let Some(p) = presence {
+            if self.status != DeviceStatus::Frozen {
+                self.status = p.status;
+            }
+            self.first_online_time = p.first_online_time;
+            self.last_online_time = p.last_online_time;
+            self.last_offline_time = p.last_offline_time;
+        }
+        self
     }
 
     /// Finds the value of a tag.
@@ -393,6 +457,48 @@ mod tests {
     use super::*;
     use DeviceStatus as S;
     use StatusEvent as E;
+
+    /// A device split into record and presence and put back together is the same device, along
+    /// its whole life; the record alone never carries connection status or times.
+    #[test]
+    fn record_and_presence_split_and_merge_losslessly() {
+        let product = crate::testing::water_meter();
+        let mut d = crate::testing::device(&product, "n1");
+        let mut stored: Option<Presence> = None;
+        let steps = [
+            None,
+            Some(E::Connected),
+            Some(E::ConnectionLost),
+            Some(E::Connected),
+            Some(E::SilentAbnormal),
+            Some(E::Freeze),
+            Some(E::Unfreeze),
+            Some(E::Uplink),
+        ];
+        for (i, step) in steps.into_iter().enumerate() {
+            if let Some(event) = step {
+                d.apply_status(event, Timestamp::from_millis(1000 * i as i64))
+                    .unwrap();
+            }
+            let (record, presence) = d.split_presence(stored.as_ref());
+            assert!(
+                matches!(record.status, S::Inactive | S::Frozen),
+                "{step:?}: {record:?}"
+            );
+            assert_eq!(record.first_online_time, None);
+            assert_eq!(record.last_online_time, None);
+            assert_eq!(
+                record.clone().with_presence(presence.as_ref()),
+                d,
+                "{step:?}"
+            );
+            stored = presence;
+        }
+        // Frozen while never activated: nothing to keep but the record.
+        let mut fresh = crate::testing::device(&product, "n2");
+        fresh.apply_status(E::Freeze, Timestamp::EPOCH).unwrap();
+        assert_eq!(fresh.split_presence(None), (fresh.clone(), None));
+    }
 
     #[test]
     fn lifecycle_follows_the_spec_diagram() {

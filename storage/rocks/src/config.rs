@@ -37,7 +37,7 @@ impl Default for RocksConfig {
             block_cache_mb: 128,
             write_buffer_mb: 16,
             total_write_buffer_mb: 128,
-            max_open_files: 512,
+            max_open_files: 256,
             max_background_jobs: 2,
             compression: Compression::Lz4,
         }

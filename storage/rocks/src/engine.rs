@@ -82,19 +82,28 @@ impl RocksKv {
     }
 }
 
-impl KvEngine for RocksKv {
-    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+impl RocksKv {
+    fn get_with(&self, cf: Cf, key: &[u8], fill_cache: bool) -> Result<Option<Vec<u8>>> {
         let handle = self.cf(cf)?;
+        let mut opts = ReadOptions::default();
+        opts.fill_cache(fill_cache);
         Ok(self
             .db
-            .get_pinned_cf(handle, key)
+            .get_pinned_cf_opt(handle, key, &opts)
             .map_err(backend("read"))?
             .map(|v| v.to_vec()))
     }
 
-    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Entry>> {
+    fn scan_with(
+        &self,
+        cf: Cf,
+        range: &KeyRange,
+        limit: usize,
+        fill_cache: bool,
+    ) -> Result<Vec<Entry>> {
         let handle = self.cf(cf)?;
         let mut opts = ReadOptions::default();
+        opts.fill_cache(fill_cache);
         if !range.end.is_empty() {
             opts.set_iterate_upper_bound(range.end.clone());
         }
@@ -109,6 +118,24 @@ impl KvEngine for RocksKv {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+}
+
+impl KvEngine for RocksKv {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(cf, key, true)
+    }
+
+    fn scan(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Entry>> {
+        self.scan_with(cf, range, limit, true)
+    }
+
+    fn get_uncached(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_with(cf, key, false)
+    }
+
+    fn scan_uncached(&self, cf: Cf, range: &KeyRange, limit: usize) -> Result<Vec<Entry>> {
+        self.scan_with(cf, range, limit, false)
     }
 
     fn write(&self, batch: WriteBatch, durability: Durability) -> Result<()> {

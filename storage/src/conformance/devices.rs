@@ -212,6 +212,161 @@ pub fn device_indexes_follow_updates(make: &Make) {
     assert_consistent(s);
 }
 
+/// Connection events change the device's presence: status and times follow the lifecycle,
+/// listings by status see them, freezing wins over them, and a deleted device's presence goes
+/// with it. The credential load for authentication sees the same device.
+pub fn device_presence(make: &Make) {
+    let f = fresh(make);
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let other = device(s, &p, "n2");
+    let id = &d.device_id;
+    let listed = |status: DeviceStatus| -> Vec<DeviceId> {
+        let q = DeviceQuery {
+            status: Some(status),
+            ..Default::default()
+        };
+        let by_product = DeviceQuery {
+            product_id: Some(p.product_id.clone()),
+            ..q.clone()
+        };
+        let all: Vec<DeviceId> = s
+            .list_devices(&q, None, 100)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        let mine: Vec<DeviceId> = s
+            .list_devices(&by_product, None, 100)
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| d.device_id)
+            .collect();
+        assert_eq!(
+            all, mine,
+            "{status}: status alone and with the product agree"
+        );
+        all
+    };
+    let at = Timestamp::from_millis;
+    assert_eq!(
+        listed(DeviceStatus::Inactive),
+        [id.clone(), other.device_id.clone()]
+    );
+
+    let on = s
+        .apply_presence_event(id, StatusEvent::Connected, at(10), Durability::Buffered)
+        .unwrap();
+    assert_eq!(
+        (on.status, on.first_online_time, on.last_online_time),
+        (DeviceStatus::Online, Some(at(10)), Some(at(10)))
+    );
+    assert_eq!(s.get_device(id).unwrap(), Some(on.clone()));
+    assert_eq!(listed(DeviceStatus::Online), std::slice::from_ref(id));
+    assert_eq!(listed(DeviceStatus::Inactive), std::slice::from_ref(&other.device_id));
+
+    let off = s
+        .apply_presence_event(
+            id,
+            StatusEvent::ConnectionLost,
+            at(20),
+            Durability::Buffered,
+        )
+        .unwrap();
+    assert_eq!(
+        (off.status, off.first_online_time, off.last_offline_time),
+        (DeviceStatus::Offline, Some(at(10)), Some(at(20)))
+    );
+    assert!(listed(DeviceStatus::Online).is_empty());
+    assert_eq!(listed(DeviceStatus::Offline), std::slice::from_ref(id));
+    let again = s
+        .apply_presence_event(id, StatusEvent::Connected, at(30), Durability::Buffered)
+        .unwrap();
+    assert_eq!(
+        (again.first_online_time, again.last_online_time),
+        (Some(at(10)), Some(at(30)))
+    );
+
+    // Other record changes keep the presence; freezing hides it until unfrozen.
+    let renamed = s
+        .update_device(id, Durability::Synced, &mut |dev| {
+            dev.device_name = "renamed".into();
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(
+        (renamed.status, renamed.last_online_time),
+        (DeviceStatus::Online, Some(at(30)))
+    );
+    s.update_device(id, Durability::Synced, &mut |dev| {
+        dev.apply_status(StatusEvent::Freeze, at(40))
+            .map(|_| ())
+            .map_err(StorageError::abort)
+    })
+    .unwrap();
+    assert_eq!(listed(DeviceStatus::Frozen), std::slice::from_ref(id));
+    assert!(listed(DeviceStatus::Online).is_empty());
+    let refused = s
+        .apply_presence_event(id, StatusEvent::Connected, at(41), Durability::Buffered)
+        .unwrap_err();
+    assert_eq!(
+        refused.aborted::<fleetgate_model::device::StatusError>(),
+        Some(&fleetgate_model::device::StatusError::Frozen)
+    );
+    // The frozen device's connection is lost meanwhile.
+    s.apply_presence_event(
+        id,
+        StatusEvent::ConnectionLost,
+        at(42),
+        Durability::Buffered,
+    )
+    .unwrap();
+    let view = s.load_for_auth(id, 10).unwrap().unwrap();
+    assert!(view.frozen);
+    assert_eq!(view.credential, s.get_credential(id).unwrap().unwrap());
+    let thawed = s
+        .update_device(id, Durability::Synced, &mut |dev| {
+            dev.apply_status(StatusEvent::Unfreeze, at(50))
+                .map(|_| ())
+                .map_err(StorageError::abort)
+        })
+        .unwrap();
+    assert_eq!(thawed.status, DeviceStatus::Offline, "it had been online");
+    assert_eq!(listed(DeviceStatus::Offline), std::slice::from_ref(id));
+    assert!(!s.load_for_auth(id, 10).unwrap().unwrap().frozen);
+
+    // Freezing and unfreezing are record changes, not presence events.
+    assert!(matches!(
+        s.apply_presence_event(id, StatusEvent::Freeze, at(60), Durability::Buffered),
+        Err(StorageError::Conflict(_))
+    ));
+    let nobody = DeviceId::new("p_nobody").unwrap();
+    assert!(matches!(
+        s.apply_presence_event(
+            &nobody,
+            StatusEvent::Connected,
+            at(60),
+            Durability::Buffered
+        ),
+        Err(StorageError::NotFound { .. })
+    ));
+    assert_eq!(s.load_for_auth(&nobody, 10).unwrap(), None);
+
+    // A device registered again under the same id starts INACTIVE.
+    s.delete_device(id).unwrap();
+    assert_consistent(s);
+    let d2 = device(s, &p, "n1");
+    assert_eq!(s.get_device(id).unwrap(), Some(d2));
+    assert_eq!(
+        listed(DeviceStatus::Inactive),
+        [id.clone(), other.device_id.clone()]
+    );
+    assert_consistent(s);
+}
+
 /// Identity fields and group memberships cannot be changed through `update_device`.
 pub fn device_update_guards_identity(make: &Make) {
     let f = fresh(make);
@@ -378,6 +533,15 @@ pub fn sub_devices_and_gateways(make: &Make) {
     assert_eq!(
         s.list_devices(&by_gw, None, 10).unwrap().items,
         vec![sub.clone()]
+    );
+    let view = s.load_for_auth(&gw.device_id, 10).unwrap().unwrap();
+    assert_eq!(view.sub_devices, [sub.device_id.clone()]);
+    assert!(
+        s.load_for_auth(&sub.device_id, 10)
+            .unwrap()
+            .unwrap()
+            .sub_devices
+            .is_empty()
     );
     assert!(matches!(
         s.delete_device(&gw.device_id),

@@ -60,6 +60,7 @@ macro_rules! conformance_tests {
             product_delete_refused_while_devices_exist,
             device_registration_and_lookup,
             device_indexes_follow_updates,
+            device_presence,
             device_update_guards_identity,
             device_listing_filters_and_pagination,
             sub_devices_and_gateways,

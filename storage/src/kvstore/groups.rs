@@ -6,11 +6,12 @@
 use fleetgate_model::device::Group;
 use fleetgate_model::{AppId, DeviceId, GroupId};
 
+use super::devices::put_record;
 use super::{KvStore, LockKind, put};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::kv::{Cf, Durability, KeyRange, KvEngine, WriteBatch};
-use crate::traits::{DeviceStore, GroupStore, Mutation, Page, not_found};
+use crate::traits::{GroupStore, Mutation, Page, not_found};
 
 impl<E: KvEngine> KvStore<E> {
     /// Adds "one member fewer" for `group` to a batch (the caller holds the group's lock).
@@ -100,9 +101,9 @@ impl<E: KvEngine> GroupStore for KvStore<E> {
             let group = self.get_group(id)?.ok_or_else(|| not_found("group", id))?;
             let mut b = WriteBatch::new();
             for device_id in &seen {
-                if let Some(mut d) = self.get_device(device_id)? {
+                if let Some(mut d) = self.device_record(device_id)? {
                     d.groups.retain(|g| g != id);
-                    put(&mut b, Cf::Devices, keys::id(device_id.as_str()), &d)?;
+                    put_record(&mut b, &d)?;
                 }
                 b.delete(Cf::Index, keys::dev_by_group(id, Some(device_id)));
             }
@@ -141,7 +142,7 @@ impl<E: KvEngine> GroupStore for KvStore<E> {
             .get_group(group)?
             .ok_or_else(|| not_found("group", group))?;
         let mut d = self
-            .get_device(device)?
+            .device_record(device)?
             .ok_or_else(|| not_found("device", device))?;
         if d.app_id != g.app_id {
             return Err(StorageError::Conflict(format!(
@@ -166,7 +167,7 @@ impl<E: KvEngine> GroupStore for KvStore<E> {
         d.groups.push(group.clone());
         g.device_count += 1;
         let mut b = WriteBatch::new();
-        put(&mut b, Cf::Devices, keys::id(device.as_str()), &d)?;
+        put_record(&mut b, &d)?;
         put(&mut b, Cf::Groups, keys::id(group.as_str()), &g)?;
         b.put(
             Cf::Index,
@@ -181,7 +182,7 @@ impl<E: KvEngine> GroupStore for KvStore<E> {
             (LockKind::Group, group.as_str()),
             (LockKind::Device, device.as_str()),
         ]);
-        let Some(mut d) = self.get_device(device)? else {
+        let Some(mut d) = self.device_record(device)? else {
             return Ok(());
         };
         if !d.groups.contains(group) {
@@ -189,7 +190,7 @@ impl<E: KvEngine> GroupStore for KvStore<E> {
         }
         d.groups.retain(|g| g != group);
         let mut b = WriteBatch::new();
-        put(&mut b, Cf::Devices, keys::id(device.as_str()), &d)?;
+        put_record(&mut b, &d)?;
         self.decrement_group(&mut b, group)?;
         b.delete(Cf::Index, keys::dev_by_group(group, Some(device)));
         self.engine.write(b, Durability::Synced)

@@ -128,6 +128,14 @@ pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> 
             format!("device of credential {}", value::escape(k))
         })
     })?;
+    c.each(Cf::Presence, b"", |c, k, v| {
+        if let Err(e) = value::decode_presence(k, v) {
+            c.problem(e.to_string());
+        }
+        c.present(Cf::Devices, k, || {
+            format!("device of presence {}", value::escape(k))
+        })
+    })?;
     c.each(Cf::Shadows, b"", |c, k, v| {
         c.decode::<Shadow>(Cf::Shadows, k, v);
         c.present(Cf::Devices, k, || {
