@@ -78,6 +78,9 @@ pub struct ApiConfig {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Most HTTP connections at once. Each is a file descriptor taken from the process
+    /// limit the device connections share.
+    pub max_connections: usize,
 }
 
 impl Default for ApiConfig {
@@ -87,6 +90,7 @@ impl Default for ApiConfig {
             workers: 0,
             shutdown_grace_secs: 30,
             max_body_bytes: 1 << 20,
+            max_connections: 256,
         }
     }
 }
@@ -275,6 +279,9 @@ impl Config {
         }
         if self.api.max_body_bytes < 1024 {
             p.push("api.max_body_bytes: at least 1024".into());
+        }
+        if !(1..=100_000).contains(&self.api.max_connections) {
+            p.push("api.max_connections: must be between 1 and 100000".into());
         }
         if self.api.workers > 1024 {
             p.push("api.workers: at most 1024".into());

@@ -100,8 +100,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     info!(path = %config.storage.path.display(), "storage open");
     let metrics = Metrics::new(Arc::clone(&storage)).context("cannot set up metrics")?;
     let housekeeping = Housekeeping::start(Arc::clone(&storage), &config.storage);
-    // The engine's file descriptors are what storage and the API leave.
-    let reserved_fds = config.rocksdb.max_open_files as usize + 512;
+    // The engine's file descriptors are what storage (its SST files, plus a few for the WAL,
+    // manifest and logs) and the API's connections leave.
+    let reserved_fds = config.rocksdb.max_open_files as usize + config.api.max_connections + 64;
     let engine = Engine::start(
         config.engine.clone(),
         Arc::clone(&storage),
@@ -155,9 +156,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .disable_signals()
     .shutdown_timeout(config.api.shutdown_grace_secs);
-    if config.api.workers > 0 {
-        server = server.workers(config.api.workers);
-    }
+    let workers = match config.api.workers {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    // actix counts connections per worker.
+    server = server
+        .workers(workers)
+        .max_connections(config.api.max_connections.div_ceil(workers));
     let server = server
         .bind(config.api.listen)
         .with_context(|| format!("cannot listen on {}", config.api.listen))?;

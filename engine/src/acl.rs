@@ -32,6 +32,8 @@ pub struct ProductPolicy {
     pub messages: Rate,
     /// Uplink byte rate of each device.
     pub bytes: Rate,
+    /// Milliseconds a device may stay over its budget, slowed down, before it is refused.
+    pub max_throttle_ms: u64,
 }
 
 /// What a session knows of its authenticated device.

@@ -115,6 +115,10 @@ pub struct FlowConfig {
     pub listener_connects_per_sec: u32,
     /// New connections a listener accepts in a burst.
     pub listener_connect_burst: u32,
+    /// Seconds a device may stay over its budget, slowed down by unread input, before it is
+    /// refused (MQTT 5 reason codes 0x96 / 0x97; MQTT 3.1.1 devices are disconnected);
+    /// 0 refuses at once.
+    pub max_throttle_secs: u32,
 }
 
 impl Default for FlowConfig {
@@ -126,6 +130,7 @@ impl Default for FlowConfig {
             device_byte_burst: 4 << 20,
             listener_connects_per_sec: 10_000,
             listener_connect_burst: 20_000,
+            max_throttle_secs: 10,
         }
     }
 }
@@ -289,6 +294,12 @@ impl EngineConfig {
             s.credential_cache_capacity as u64,
             0,
             100_000_000,
+        );
+        range(
+            "flow.max_throttle_secs",
+            u64::from(self.flow.max_throttle_secs),
+            0,
+            86_400,
         );
         if s.keepalive_max_secs < s.keepalive_min_secs {
             p.push("engine.session.keepalive_max_secs: must be at least keepalive_min_secs".into());

@@ -10,7 +10,6 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Sender, bounded};
 use fleetgate_model::rule::AclRule;
 use fleetgate_model::{DeviceId, ProductId};
 use fleetgate_storage::Storage;
@@ -21,6 +20,7 @@ use crate::config::EngineConfig;
 use crate::driver::{self, DriverKind};
 use crate::metrics::{CloseReason, Family, ShardMetrics};
 use crate::presence::Presence;
+use crate::queue::{BoundedSender, bounded};
 use crate::registry::Registry;
 use crate::router::Router;
 use crate::session::Downlink;
@@ -45,7 +45,7 @@ pub struct Shared {
     /// The upstream queue.
     pub upstream: UpstreamSender,
     /// The storage worker queue.
-    pub workers: Sender<WorkerJob>,
+    pub workers: BoundedSender<WorkerJob>,
     /// The engine clock.
     pub clock: Clock,
     /// Open device connections (all shards).
@@ -75,6 +75,7 @@ impl Shared {
             device: device.clone(),
             target,
             msg,
+            hops: 0,
         })
         .map_err(|_| DeliverError::Busy)
     }
@@ -135,7 +136,9 @@ impl Engine {
         let driver = driver::select(config.driver)?;
         let limit = fd_limit();
         let usable = limit.saturating_sub(options.reserved_fds.max(64));
-        let refusal_headroom = (usable / 50).clamp(16, 1024);
+        // Sockets beyond `max_connections` are accepted to be refused politely (CONNACK), up to
+        // this many at once; beyond that they are closed unanswered.
+        let refusal_headroom = (usable / 100).clamp(16, 256);
         let max_connections = match config.max_connections {
             0 => usable.saturating_sub(refusal_headroom).max(1),
             n => n.min(usable.saturating_sub(refusal_headroom).max(1)),
@@ -284,19 +287,15 @@ impl Engine {
         let mut threads = self.threads.lock();
         for i in 0..threads.shards.len() {
             if let Some(h) = self.shared.shard(i as u16) {
-                // A full inbox is retried: shutdown must get through.
-                let mut msg = ShardMsg::Shutdown;
-                while let Err(crate::shard::msg::Undelivered(m)) = h.send(msg) {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
+                // Past a full inbox; a shard that is gone has nothing to stop.
+                let _ = h.send_control(ShardMsg::Shutdown);
             }
         }
         for t in threads.shards.drain(..) {
             let _ = t.join();
         }
         for _ in 0..threads.workers.len() {
-            let _ = self.shared.workers.send(WorkerJob::Stop);
+            let _ = self.shared.workers.force_send(WorkerJob::Stop);
         }
         for t in threads.workers.drain(..) {
             let _ = t.join();

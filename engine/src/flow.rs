@@ -1,4 +1,4 @@
-//! Token buckets for flow control (docs/architecture.md "Flow control"): per device for
+//! Token buckets for flow control (docs/architecture.md, "The engine"): per device for
 //! uplink messages and bytes, per listener for new connections. A bucket may run into debt
 //! down to minus its burst: a device in debt is slowed by not reading its socket until the
 //! debt is paid; one that would go deeper is refused.

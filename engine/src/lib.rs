@@ -1,5 +1,5 @@
 //! fleetgate's connection tier: device sessions as lightweight actors, sharded across
-//! reactor threads that run on io_uring or epoll (docs/architecture.md "The engine").
+//! reactor threads that run on io_uring or epoll (docs/architecture.md, "The engine").
 //!
 //! - [`Engine`] starts the shards, the storage workers and the upstream dispatcher, and is the
 //!   handle to device sessions;
@@ -19,6 +19,7 @@ pub mod engine;
 pub mod flow;
 pub mod metrics;
 pub mod presence;
+pub mod queue;
 pub mod registry;
 pub mod router;
 pub mod session;

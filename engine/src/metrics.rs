@@ -173,6 +173,10 @@ impl ShardMetrics {
     pub fn add(&self, c: Counter, n: u64) {
         bump(&self.counters[c as usize], n);
     }
+    /// A plain counter's value.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counters[c as usize].load(Ordering::Relaxed)
+    }
     /// Changes the number of QoS 1/2 messages in flight.
     pub fn inflight(&self, delta: i64) {
         self.inflight.fetch_add(delta, Ordering::Relaxed);

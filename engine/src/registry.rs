@@ -1,5 +1,5 @@
 //! The registry of sessions: which shard and slot holds each device's session
-//! (docs/architecture.md "Session actor"). A device id has at most one entry; claiming it
+//! (docs/architecture.md, "The engine"). A device id has at most one entry; claiming it
 //! returns the previous holder, which the new session takes over.
 
 use dashmap::DashMap;
@@ -16,6 +16,13 @@ pub struct SessionRef {
     pub generation: u32,
     /// Whether a connection is attached (false: a persistent session of an offline device).
     pub live: bool,
+}
+
+impl SessionRef {
+    /// Whether both name the same shard slot and generation.
+    pub fn same_slot(self, other: SessionRef) -> bool {
+        self.shard == other.shard && self.slot == other.slot && self.generation == other.generation
+    }
 }
 
 /// Device id → session.
@@ -37,20 +44,16 @@ impl Registry {
 
     /// Removes the entry if it is still `me`; a newer session's entry is left alone.
     pub fn release(&self, device: &DeviceId, me: SessionRef) -> bool {
-        self.map
-            .remove_if(device, |_, v| {
-                v.shard == me.shard && v.slot == me.slot && v.generation == me.generation
-            })
-            .is_some()
+        self.map.remove_if(device, |_, v| v.same_slot(me)).is_some()
     }
 
-    /// Updates the entry if it is still `me` (a session detaching or re-attaching).
-    pub fn update(&self, device: &DeviceId, me: SessionRef) -> bool {
+    /// Re-points the entry from `old` to `new` in one step if it is still `old` (a session
+    /// detaching from its connection); a newer session's entry is left alone. The device is
+    /// never absent in between, so a message routed meanwhile finds a session.
+    pub fn replace(&self, device: &DeviceId, old: SessionRef, new: SessionRef) -> bool {
         match self.map.get_mut(device) {
-            Some(mut v)
-                if v.shard == me.shard && v.slot == me.slot && v.generation == me.generation =>
-            {
-                *v = me;
+            Some(mut v) if v.same_slot(old) => {
+                *v = new;
                 true
             }
             _ => false,
@@ -109,15 +112,18 @@ mod tests {
             "the old session cannot remove the new one"
         );
         assert!(reg.is_online(&d));
-        assert!(reg.update(
-            &d,
-            SessionRef {
-                live: false,
-                ..r(1, 7, 3)
-            }
-        ));
+        let detached = SessionRef {
+            live: false,
+            ..r(1, 8, 4)
+        };
+        assert!(
+            !reg.replace(&d, r(0, 1, 1), detached),
+            "only the current session detaches"
+        );
+        assert!(reg.replace(&d, r(1, 7, 3), detached));
         assert!(!reg.is_online(&d));
-        assert!(reg.release(&d, r(1, 7, 3)));
+        assert!(!reg.release(&d, r(1, 7, 3)));
+        assert!(reg.release(&d, r(1, 8, 4)));
         assert!(reg.is_empty());
     }
 }

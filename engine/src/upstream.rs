@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
+
+use crate::queue::{BoundedSender, bounded};
 use fleetgate_codec::mqtt::bytes::Bytes;
 use fleetgate_codec::mqtt::bytestring::ByteString;
 use fleetgate_model::{DeviceId, Timestamp};
@@ -97,7 +99,7 @@ pub trait UpstreamHandler: Send + Sync {
 /// The producer side, held by every shard.
 #[derive(Debug, Clone)]
 pub struct UpstreamSender {
-    tx: Sender<UpstreamEvent>,
+    tx: BoundedSender<UpstreamEvent>,
     policy: UpstreamPolicy,
 }
 

@@ -1,5 +1,5 @@
 //! The storage worker pool: blocking storage work for the shards (credential look-ups), so
-//! that no reactor thread ever waits on storage (docs/architecture.md "Storage"). Results go
+//! that no reactor thread ever waits on storage (docs/architecture.md, "The engine"). Results go
 //! back through the shards' inboxes.
 
 use std::sync::Arc;

@@ -20,6 +20,7 @@ fn info(gateway_subs: &[&str]) -> DeviceInfo {
         ],
         messages: Rate::UNLIMITED,
         bytes: Rate::UNLIMITED,
+        max_throttle_ms: 10_000,
     });
     DeviceInfo {
         device_id: DeviceId::new("p_d1").unwrap(),

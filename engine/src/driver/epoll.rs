@@ -63,6 +63,8 @@ impl EpollIo<'_> {
                 Err(_) => return false,
             }
         }
+        // An emptied buffer still owns its allocation: an idle connection keeps none.
+        conn.pending = BytesMut::new();
         true
     }
 

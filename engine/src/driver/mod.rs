@@ -1,5 +1,5 @@
 //! I/O drivers for the shards: io_uring ([`uring`]) when the kernel allows it, epoll
-//! ([`epoll`]) otherwise (docs/architecture.md "Shards"). Both drive the same
+//! ([`epoll`]) otherwise (docs/architecture.md, "The engine"). Both drive the same
 //! [`ShardCore`]; session code never knows which one runs it.
 
 mod epoll;

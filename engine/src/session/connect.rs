@@ -9,7 +9,7 @@ use fleetgate_codec::mqtt::bytestring::ByteString;
 use fleetgate_codec::mqtt::{self, QoS, v5};
 use fleetgate_model::auth::ClientId;
 
-use super::{Action, Env, Persistent, Phase, SessionState};
+use super::{Action, Downlink, Env, Persistent, Phase, SessionState};
 use crate::acl::{DeviceInfo, may_publish};
 use crate::auth::{AuthError, AuthOutcome, AuthRequest};
 use crate::flow::TokenBucket;
@@ -39,6 +39,9 @@ pub(super) struct PendingConnect {
     client_receive_max: u16,
     client_max_packet: u32,
     will: Option<Will>,
+    /// Messages that reached the session while it was registering (the registry already
+    /// names it, its CONNACK is not out yet), delivered right after the CONNACK.
+    pub(super) held: Vec<Downlink>,
 }
 
 /// What a session leaves behind when its connection ends.
@@ -49,6 +52,9 @@ pub struct Detached {
     /// A will to publish after its delay (the session still exists then); wills without delay
     /// were already handed upstream as an action.
     pub delayed_will: Option<(Published, u32)>,
+    /// Messages held while the session was registering, never sent: they follow the device
+    /// to whichever session has it now.
+    pub undelivered: Vec<Downlink>,
 }
 
 impl SessionState {
@@ -170,6 +176,7 @@ impl SessionState {
             client_receive_max: c.receive_max.map_or(0, u16::from),
             client_max_packet: c.max_packet_size.map_or(0, u32::from),
             will,
+            held: Vec::new(),
         }));
         self.phase = Phase::Authenticating;
         env.actions.push(Action::Authenticate(AuthRequest {
@@ -222,9 +229,10 @@ impl SessionState {
         if self.phase != Phase::Registering {
             return;
         }
-        let Some(pending) = self.pending.take() else {
+        let Some(mut pending) = self.pending.take() else {
             return;
         };
+        let held = std::mem::take(&mut pending.held);
         let session_present = previous.is_some() && !pending.clean_start;
         self.persistent = if pending.clean_start { None } else { previous };
         if let Some(p) = self.persistent.as_ref() {
@@ -283,6 +291,10 @@ impl SessionState {
             self.send_inflight(id, true, env);
         }
         self.refill(env);
+        // Then what arrived while registering, in order, after what the session already held.
+        for msg in held {
+            self.on_deliver(msg, env);
+        }
     }
 
     pub(super) fn on_disconnect(&mut self, d: v5::Disconnect, env: &mut Env<'_>) {
@@ -354,9 +366,11 @@ impl SessionState {
                     .push(Action::Upstream(will_publication(device, &will, env)));
             }
         }
+        let undelivered = self.pending.take().map(|p| p.held).unwrap_or_default();
         Detached {
             persistent,
             delayed_will,
+            undelivered,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{Action, Env, SessionState};
 use crate::acl::{SubscribeScope, may_publish, may_subscribe};
 use crate::flow::Take;
 use crate::metrics::{AclAction, CloseReason, Throttle};
+use crate::time::Millis;
 use crate::upstream::Published;
 
 /// Why a publication is refused, and how that is said on each version.
@@ -94,14 +95,21 @@ impl SessionState {
             env.metrics.acl_denied(AclAction::Publish);
             return self.refuse_publish(p.qos, id, Refusal::NotAuthorized, env);
         }
+        // Over budget, a device is first slowed down (its socket is not read until the debt is
+        // paid); still over budget after `max_throttle_ms`, or deeper in debt than its burst,
+        // it is refused.
         let (m, b) = (device.product.messages, device.product.bytes);
+        let limit = device.product.max_throttle_ms;
         let by_count = self.messages.take(1, m, env.now);
-        if by_count == Take::Refused {
+        if by_count == Take::Refused
+            || (by_count != Take::Ok && self.throttled_for(env.now) >= limit)
+        {
             env.metrics.throttled(Throttle::RefusedRate);
             return self.close(CloseReason::Throttled, Some(D::MessageRateTooHigh), env);
         }
         let by_size = self.bytes.take(p.payload.len() as u64, b, env.now);
-        if by_size == Take::Refused {
+        if by_size == Take::Refused || (by_size != Take::Ok && self.throttled_for(env.now) >= limit)
+        {
             env.metrics.throttled(Throttle::RefusedQuota);
             return self.refuse_publish(p.qos, id, Refusal::Quota, env);
         }
@@ -114,7 +122,11 @@ impl SessionState {
             .max();
         if let Some(until) = pause {
             env.metrics.throttled(Throttle::Paused);
+            let live = self.live_mut();
+            live.throttled_since.get_or_insert(env.now);
             env.actions.push(Action::PauseReads(until));
+        } else if let Some(live) = self.live.as_mut() {
+            live.throttled_since = None;
         }
         if let Some(id) = id {
             if p.qos == QoS::ExactlyOnce {
@@ -150,6 +162,14 @@ impl SessionState {
             v5::Packet::PublishAck(ack)
         };
         self.send(packet, env);
+    }
+
+    /// How long the device has been over its budget without a break, in milliseconds.
+    fn throttled_for(&self, now: Millis) -> u64 {
+        self.live
+            .as_ref()
+            .and_then(|l| l.throttled_since)
+            .map_or(0, |since| now.since(since))
     }
 
     fn refuse_publish(

@@ -125,6 +125,8 @@ struct Live {
     aliases: Vec<Option<ByteString>>,
     /// The will message.
     will: Option<Will>,
+    /// Since when the device has been over its flow-control budget without a break.
+    throttled_since: Option<Millis>,
 }
 
 /// One connection's MQTT session.
@@ -352,6 +354,16 @@ impl SessionState {
     /// A message for the device: delivered at the QoS its subscriptions allow, queued behind
     /// the in-flight window, or dropped (and counted) when the device does not receive it.
     pub fn on_deliver(&mut self, msg: Downlink, env: &mut Env<'_>) {
+        if self.phase == Phase::Registering
+            && let Some(pending) = self.pending.as_mut()
+        {
+            if pending.held.len() < env.config.max_queued_messages as usize {
+                pending.held.push(msg);
+            } else {
+                env.metrics.add(Counter::QueueDropped, 1);
+            }
+            return;
+        }
         if self.phase != Phase::Connected {
             env.metrics.add(Counter::Undeliverable, 1);
             return;

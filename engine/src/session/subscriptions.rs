@@ -103,6 +103,7 @@ mod tests {
                 custom_topics: vec![],
                 messages: Rate::UNLIMITED,
                 bytes: Rate::UNLIMITED,
+                max_throttle_ms: 10_000,
             }),
             sub_devices: None,
         }

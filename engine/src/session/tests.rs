@@ -46,6 +46,7 @@ fn info(messages: Rate, bytes: Rate) -> Arc<DeviceInfo> {
             }],
             messages,
             bytes,
+            max_throttle_ms: 10_000,
         }),
         sub_devices: None,
     })
@@ -800,28 +801,42 @@ fn flow_control_pauses_then_refuses() {
         per_sec: 1,
         burst: 1,
     };
-    let mut h = Harness::with(SessionConfig::default(), info(one_per_sec, Rate::UNLIMITED));
-    h.connect_with(5, None);
-    h.out();
-    let f = publish_frame(
+    let up = publish_frame(
         &format!("$oc/devices/{DEVICE}/sys/messages/up"),
         0,
         0,
         b"x",
         true,
     );
-    h.feed(&f);
+    let paused_until = |actions: &[Action]| {
+        actions.iter().find_map(|a| match a {
+            Action::PauseReads(at) => Some(*at),
+            _ => None,
+        })
+    };
+
+    // A device that honours every pause (as it does when its socket is not read) but keeps
+    // sending faster than its rate is slowed down for `max_throttle_ms`, then refused.
+    let mut h = Harness::with(SessionConfig::default(), info(one_per_sec, Rate::UNLIMITED));
+    h.connect_with(5, None);
+    h.out();
+    h.feed(&up);
     assert!(matches!(h.actions().as_slice(), [Action::Upstream(_)]));
-    h.feed(&f);
-    let actions = h.actions();
-    assert!(
-        actions
-            .iter()
-            .any(|a| matches!(a, Action::PauseReads(Millis(1000)))),
-        "{actions:?}"
-    );
-    h.feed(&f);
-    assert_eq!(closed_with(&h.actions()), Some(CloseReason::Throttled));
+    let mut refused_at = None;
+    for _ in 0..20 {
+        h.feed(&up);
+        let actions = h.actions();
+        if let Some(reason) = closed_with(&actions) {
+            assert_eq!(reason, CloseReason::Throttled);
+            refused_at = Some(h.now);
+            break;
+        }
+        assert!(actions.iter().any(|a| matches!(a, Action::Upstream(_))));
+        let until = paused_until(&actions).expect("paused");
+        h.advance(until.since(h.now));
+    }
+    // Throttled from t = 0 (the second message); refused at the first message read 10 s on.
+    assert_eq!(refused_at, Some(Millis(10_000)));
     assert_eq!(
         h.packets()
             .iter()
@@ -829,6 +844,36 @@ fn flow_control_pauses_then_refuses() {
             .collect::<Vec<_>>(),
         [0x96]
     );
+
+    // One that slows down to its rate in time starts afresh.
+    let mut h = Harness::with(SessionConfig::default(), info(one_per_sec, Rate::UNLIMITED));
+    h.connect_with(5, None);
+    h.feed(&up);
+    for _ in 0..9 {
+        h.feed(&up);
+        let until = paused_until(&h.actions()).expect("paused");
+        h.advance(until.since(h.now));
+    }
+    h.advance(2_000);
+    h.feed(&up);
+    assert_eq!(paused_until(&h.actions()), None, "within budget again");
+    for _ in 0..5 {
+        h.feed(&up);
+        let actions = h.actions();
+        assert_eq!(closed_with(&actions), None);
+        h.advance(paused_until(&actions).expect("paused").since(h.now));
+    }
+
+    // Input that arrives faster than the pauses allow (already buffered) and goes deeper in
+    // debt than the burst is refused at once.
+    let mut h = Harness::with(SessionConfig::default(), info(one_per_sec, Rate::UNLIMITED));
+    h.connect_with(5, None);
+    h.out();
+    h.feed(&up);
+    h.feed(&up);
+    assert_eq!(paused_until(&h.actions()), Some(Millis(1000)));
+    h.feed(&up);
+    assert_eq!(closed_with(&h.actions()), Some(CloseReason::Throttled));
 
     // Over the byte quota at QoS 1 on MQTT 5: PUBACK 0x97.
     let small = Rate {

@@ -780,6 +780,14 @@ impl ShardCore {
                 }));
             }
         }
+        // Messages the session held while registering follow the device.
+        let undelivered = std::mem::take(&mut detached.undelivered);
+        if let Some(device) = device.as_ref() {
+            let me = self.session_ref(id, true);
+            for msg in undelivered {
+                self.deliver(&device.device_id, me, msg, 1, io);
+            }
+        }
         self.flush(id, io);
         io.close(id);
         Some(detached)
@@ -807,10 +815,7 @@ impl ShardCore {
         let new = self.session_ref(new_id, false);
         // Re-point the registry from the connection to the detached session, unless a newer
         // session already owns the device.
-        if self.shared.registry.release(&device.device_id, old) {
-            let previous = self.shared.registry.claim(&device.device_id, new);
-            debug_assert!(previous.is_none());
-        } else {
+        if !self.shared.registry.replace(&device.device_id, old, new) {
             self.free_slot(new_id);
             return false;
         }
@@ -860,7 +865,9 @@ impl ShardCore {
         if let Some(conn) = self.conn_mut(id)
             && !conn.out.is_empty()
         {
-            let bytes = conn.out.split();
+            // Move the buffer out whole: a split would leave the idle connection holding a
+            // reference to the allocation of its last packet.
+            let bytes = std::mem::take(&mut conn.out);
             let n = bytes.len() as u64;
             io.send(id, bytes);
             self.metrics.add(Counter::BytesOut, n);
@@ -1037,7 +1044,12 @@ impl ShardCore {
                 self.run(conn, io, |s, env| s.on_auth(outcome, env));
                 self.after_unblock(conn, io);
             }
-            ShardMsg::Deliver { target, msg, .. } => self.deliver(target, msg, io),
+            ShardMsg::Deliver {
+                device,
+                target,
+                msg,
+                hops,
+            } => self.deliver(&device, target, msg, hops, io),
             ShardMsg::TakeOver {
                 target,
                 requester,
@@ -1093,7 +1105,21 @@ impl ShardCore {
         self.flush(id, io);
     }
 
-    fn deliver<I: Io>(&mut self, target: SessionRef, msg: Downlink, io: &mut I) {
+    /// Hands a message to the session `target` of `device`. A session moves while messages
+    /// are on their way to it — from its connection to a detached slot, from a detached slot
+    /// or a closing connection to a new connection, possibly on another shard — so a target
+    /// that is no longer here is looked up again and the message follows the session.
+    fn deliver<I: Io>(
+        &mut self,
+        device: &DeviceId,
+        target: SessionRef,
+        msg: Downlink,
+        hops: u8,
+        io: &mut I,
+    ) {
+        /// Forwards beyond this count mean the session keeps moving faster than messages
+        /// reach it; the message is then counted as undeliverable.
+        const MAX_HOPS: u8 = 4;
         let id = ConnId {
             slot: target.slot,
             generation: target.generation,
@@ -1102,8 +1128,8 @@ impl ShardCore {
         match self.entries.get_mut(id.slot as usize) {
             Some(Entry {
                 generation,
-                slot: Slot::Conn(_),
-            }) if *generation == id.generation => {
+                slot: Slot::Conn(c),
+            }) if *generation == id.generation && !c.closed => {
                 self.run(id, io, |s, env| s.on_deliver(msg, env));
                 self.flush(id, io);
             }
@@ -1128,7 +1154,26 @@ impl ShardCore {
                     _ => self.metrics.add(Counter::Undeliverable, 1),
                 }
             }
-            _ => self.metrics.add(Counter::Undeliverable, 1),
+            _ => match self.shared.registry.get(device) {
+                Some(now) if !now.same_slot(target) && hops < MAX_HOPS => {
+                    if now.shard == self.id {
+                        self.deliver(device, now, msg, hops + 1, io);
+                    } else {
+                        let forwarded = self.shared.shard(now.shard).map(|h| {
+                            h.send(ShardMsg::Deliver {
+                                device: device.clone(),
+                                target: now,
+                                msg,
+                                hops: hops + 1,
+                            })
+                        });
+                        if !matches!(forwarded, Some(Ok(()))) {
+                            self.metrics.add(Counter::Undeliverable, 1);
+                        }
+                    }
+                }
+                _ => self.metrics.add(Counter::Undeliverable, 1),
+            },
         }
     }
 

@@ -1,5 +1,5 @@
 //! A shard: the connections one reactor thread owns, their sessions, the timer wheel and the
-//! inbox (docs/architecture.md "Shards"). [`ShardCore`] is the part every I/O driver shares:
+//! inbox (docs/architecture.md, "The engine"). [`ShardCore`] is the part every I/O driver shares:
 //! drivers accept sockets, read bytes and write what the core hands them; the core frames
 //! packets, runs the session state machines and carries out their actions. Nothing here
 //! touches a socket, so the core also runs over the in-memory transport of the tests.

@@ -1,18 +1,19 @@
-//! Messages into a shard: a bounded crossbeam channel plus an eventfd that wakes the shard's
-//! event loop (docs/architecture.md "Session actor"). A wake-up is written only when the shard
+//! Messages into a shard: a bounded queue ([`crate::queue`]) plus an eventfd that wakes the shard's
+//! event loop (docs/architecture.md, "The engine"). A wake-up is written only when the shard
 //! is not already due to look at its inbox.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use crossbeam_channel::{Receiver, TrySendError};
 use fleetgate_model::DeviceId;
 use rustix::event::{EventfdFlags, eventfd};
 
 use super::ConnId;
 use crate::auth::AuthOutcome;
 use crate::metrics::CloseReason;
+use crate::queue::{BoundedSender, bounded};
 use crate::registry::SessionRef;
 use crate::session::{Downlink, Persistent};
 
@@ -34,6 +35,8 @@ pub enum ShardMsg {
         target: SessionRef,
         /// The message.
         msg: Downlink,
+        /// Times the message was forwarded because the session had moved meanwhile.
+        hops: u8,
     },
     /// Another shard's connection took the device over: close `target` and hand its persistent
     /// state (if wanted) to `requester`.
@@ -110,7 +113,7 @@ impl Waker {
 /// The sending side of a shard's inbox.
 #[derive(Debug, Clone)]
 pub struct ShardHandle {
-    tx: Sender<ShardMsg>,
+    tx: BoundedSender<ShardMsg>,
     waker: Arc<Waker>,
 }
 
@@ -128,6 +131,14 @@ impl ShardHandle {
             }
             Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) => Err(Undelivered(m)),
         }
+    }
+
+    /// Sends even when the inbox is full (shutdown must get through) and wakes the shard;
+    /// fails only when the shard is gone.
+    pub fn send_control(&self, msg: ShardMsg) -> Result<(), Undelivered> {
+        self.tx.force_send(msg).map_err(|e| Undelivered(e.0))?;
+        self.waker.wake();
+        Ok(())
     }
 }
 

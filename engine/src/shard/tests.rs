@@ -107,25 +107,30 @@ impl Cluster {
         self.settle();
     }
 
+    /// Plays the storage workers: runs the queued jobs. Returns whether there were any.
+    fn run_jobs(&mut self) -> bool {
+        let mut any = false;
+        while let Ok(job) = self.jobs.try_recv() {
+            any = true;
+            if let WorkerJob::Auth { shard, conn, req } = job {
+                let outcome =
+                    self.shared
+                        .auth
+                        .verify_loading(self.storage.as_ref(), &req, Timestamp::now());
+                let _ = self
+                    .shared
+                    .shard(shard)
+                    .unwrap()
+                    .send(super::ShardMsg::AuthDone { conn, outcome });
+            }
+        }
+        any
+    }
+
     /// Runs storage jobs and polls every shard until nothing moves.
     fn settle(&mut self) {
         for _ in 0..100 {
-            let mut moved = false;
-            while let Ok(job) = self.jobs.try_recv() {
-                moved = true;
-                if let WorkerJob::Auth { shard, conn, req } = job {
-                    let outcome = self.shared.auth.verify_loading(
-                        self.storage.as_ref(),
-                        &req,
-                        Timestamp::now(),
-                    );
-                    let _ = self
-                        .shared
-                        .shard(shard)
-                        .unwrap()
-                        .send(super::ShardMsg::AuthDone { conn, outcome });
-                }
-            }
+            let mut moved = self.run_jobs();
             for (core, io) in self.cores.iter_mut().zip(self.io.iter_mut()) {
                 let next = core.poll(io);
                 if next.is_some_and(|n| n <= self.shared.clock.now()) {
@@ -381,6 +386,67 @@ fn an_offline_persistent_session_queues_qos1_until_the_device_returns() {
         .filter(|p| matches!(p, v5::Packet::Publish(_)))
         .collect();
     assert_eq!(publishes.len(), 1, "QoS 1 was kept, QoS 0 was not: {got:?}");
+}
+
+/// Messages on their way to a session while it moves — its connection drops and it detaches,
+/// then a connection on another shard resumes it — follow it and arrive in order.
+#[test]
+fn messages_follow_a_session_that_moves() {
+    let mut c = Cluster::new(2, EngineConfig::default(), 100);
+    let dev = DeviceId::new(device("d1")).unwrap();
+    let down = format!("$oc/devices/{}/sys/messages/down", device("d1"));
+    let msg = |n: &'static [u8]| Downlink {
+        topic: down.clone().into(),
+        payload: Bytes::from_static(n),
+        qos: QoS::AtLeastOnce,
+    };
+    let a = c.connect(0, "d1", Version::V5, false, None);
+    c.feed(0, a, &subscribe_frame(Version::V5, &down, QoS::AtLeastOnce));
+    c.packets(0, a, Version::V5);
+
+    // 1: addressed to the connection, which is gone (detached) when the message arrives.
+    c.shared.deliver(&dev, msg(b"1")).unwrap();
+    c.cores[0].on_hangup(a, false, &mut c.io[0]);
+    // 2: addressed to the detached session.
+    c.settle();
+    c.shared.deliver(&dev, msg(b"2")).unwrap();
+    c.settle();
+
+    // The device comes back on shard 1. Once it is authenticated it owns the registry entry
+    // while its session is still being handed over from shard 0.
+    let b = c.accept(1);
+    c.cores[1].on_read(
+        b,
+        &connect_frame(Version::V5, "d1", false, None),
+        &mut c.io[1],
+    );
+    // (The credentials are cached since the first connection: no storage job, no wait.)
+    c.run_jobs();
+    c.cores[1].poll(&mut c.io[1]);
+    let now = c.shared.registry.get(&dev).unwrap();
+    assert_eq!((now.shard, now.slot, now.live), (1, b.slot, true));
+    // 3: addressed to the new connection before it has its session and has sent CONNACK.
+    c.shared.deliver(&dev, msg(b"3")).unwrap();
+    c.settle();
+
+    let got = c.packets(1, b, Version::V5);
+    assert_eq!(connack_code(&got), Some((0, true)), "{got:?}");
+    let payloads: Vec<_> = got
+        .iter()
+        .filter_map(|p| match p {
+            v5::Packet::Publish(p) => Some(p.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, [&b"1"[..], b"2", b"3"]);
+    assert_eq!(
+        c.shared
+            .metrics
+            .iter()
+            .map(|m| m.get(crate::metrics::Counter::Undeliverable))
+            .sum::<u64>(),
+        0
+    );
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! The shard's timer wheel: one entry per connection at most, no timer object per session
-//! (docs/architecture.md "Idle sessions cost almost nothing"). Entries are lazy: when one fires
+//! (docs/architecture.md, "The engine"). Entries are lazy: when one fires
 //! the shard asks the session for its real deadline and re-arms if it moved later, so a
 //! keep-alive that is refreshed by every packet costs nothing until it is due.
 

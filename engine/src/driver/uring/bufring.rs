@@ -1,6 +1,6 @@
 //! The provided-buffer ring (IORING_REGISTER_PBUF_RING) that every connection of a shard
 //! receives into: the kernel picks a free buffer when data arrives, so an idle connection holds
-//! none (docs/architecture.md "Idle sessions cost almost nothing"). With incremental consumption
+//! none (docs/architecture.md, "The engine"). With incremental consumption
 //! (IOU_PBUF_RING_INC, Linux 6.12) a buffer serves several completions until it is full, which
 //! keeps touched memory small and avoids the re-arm storms of a drained ring.
 //!

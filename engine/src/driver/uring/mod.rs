@@ -540,7 +540,7 @@ fn on_send(core: &mut ShardCore, st: &mut State, generation: u32, slot: u32, res
         return;
     }
     if !c.queued.is_empty() {
-        c.sending = Some(c.queued.split());
+        c.sending = Some(std::mem::take(&mut c.queued));
         st.submit_send(id);
     } else if c.closing {
         st.begin_close(id);
