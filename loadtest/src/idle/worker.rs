@@ -1,0 +1,385 @@
+//! A worker process of `idle-connections`: opens its share of the connections at its share of
+//! the rate, each bound to one of the source addresses, authenticates them, and holds them idle
+//! (PINGREQ every keep-alive) until told to stop. One current-thread tokio runtime; one small
+//! task per connection, holding no read buffer between packets beyond a 64-byte stack array.
+//!
+//! Started by the coordinator (`idle-connections --worker I/P`), which feeds it commands on
+//! standard input and reads events from its standard output.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport, WorkerShare};
+use crate::credentials::{Identities, MqttCredentials};
+use crate::mqtt::{CONNACK_LEN, ConnAck, Connect, DISCONNECT, PINGREQ, Scanner, packet_type};
+use crate::procfs;
+use crate::scenario::{IdleScenario, share};
+use crate::stats::latency_histogram;
+
+/// Writes one event line to standard output (the coordinator's pipe).
+fn emit(event: &Event) {
+    let mut out = std::io::stdout().lock();
+    // A broken pipe means the coordinator is gone; the worker then stops on stdin EOF.
+    if let Ok(line) = serde_json::to_string(event) {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+/// Runs a worker: reads its [`WorkerInit`] and commands from standard input.
+pub fn run(share: WorkerShare) -> anyhow::Result<()> {
+    let mut stdin = std::io::stdin().lock();
+    let mut first = String::new();
+    stdin
+        .read_line(&mut first)
+        .context("reading the worker's init line")?;
+    let init: WorkerInit =
+        serde_json::from_str(&first).context("parsing the worker's init line")?;
+    anyhow::ensure!(
+        init.scenario.processes == share.processes,
+        "worker {share} started for a scenario with {} processes",
+        init.scenario.processes
+    );
+    drop(stdin);
+    procfs::raise_nofile_limit().context("raising the open-file limit")?;
+
+    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
+    std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Command>(&line) {
+                    Ok(cmd) => {
+                        if cmd_tx.blocking_send(cmd).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => emit(&Event::Fatal(format!("bad command {line:?}: {e}"))),
+                }
+            }
+            // The coordinator closed the pipe (or died): stop.
+            let _ = cmd_tx.blocking_send(Command::Stop);
+        })
+        .context("spawning the stdin reader")?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    runtime.block_on(Worker::new(init, share).run(cmd_rx));
+    Ok(())
+}
+
+/// Counters the connection tasks update directly (they are hot during the hold).
+#[derive(Debug, Default)]
+struct Shared {
+    pings_sent: AtomicU64,
+    pingresps: AtomicU64,
+}
+
+/// What a connection task reports to the worker loop.
+#[derive(Debug)]
+enum ConnEvent {
+    /// CONNACK 0 after this many microseconds.
+    Established(u64),
+    /// The attempt failed.
+    Failed(String),
+    /// An established connection was lost before the stop.
+    Dropped(String),
+    /// An established connection was closed on the stop.
+    Closed,
+}
+
+/// Everything one connection task needs.
+#[derive(Debug, Clone)]
+struct ConnSpec {
+    target: SocketAddr,
+    source: Ipv4Addr,
+    keepalive: Duration,
+    timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Worker {
+    scenario: IdleScenario,
+    share: WorkerShare,
+    deadline: Duration,
+    ids: Identities,
+    counts: Counts,
+    failures: BTreeMap<String, u64>,
+    dropped: BTreeMap<String, u64>,
+    histogram: hdrhistogram::Histogram<u64>,
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    fn new(init: WorkerInit, share: WorkerShare) -> Worker {
+        let s = init.scenario;
+        Worker {
+            ids: Identities {
+                product: s.product.clone(),
+                seed: s.seed,
+                sign_type: s.sign_type,
+            },
+            scenario: s,
+            share,
+            deadline: Duration::from_secs(init.deadline_secs),
+            counts: Counts::default(),
+            failures: BTreeMap::new(),
+            dropped: BTreeMap::new(),
+            histogram: latency_histogram(),
+            shared: Arc::new(Shared::default()),
+        }
+    }
+
+    fn snapshot(&self) -> Counts {
+        Counts {
+            pings_sent: self.shared.pings_sent.load(Ordering::Relaxed),
+            pingresps: self.shared.pingresps.load(Ordering::Relaxed),
+            ..self.counts
+        }
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Established(us) => {
+                self.counts.established += 1;
+                self.counts.alive += 1;
+                let _ = self.histogram.record(us.max(1));
+            }
+            ConnEvent::Failed(reason) => {
+                self.counts.failed += 1;
+                *self.failures.entry(reason).or_default() += 1;
+            }
+            ConnEvent::Dropped(reason) => {
+                self.counts.alive -= 1;
+                *self.dropped.entry(reason).or_default() += 1;
+            }
+            ConnEvent::Closed => self.counts.alive -= 1,
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Command>) {
+        let s = self.scenario.clone();
+        let p = u64::from(self.share.processes);
+        let rate = s.rate as f64 / p as f64;
+        let mine = share(s.count, self.share.index, self.share.processes);
+        let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(4096);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let spec = ConnSpec {
+            target: s.target,
+            source: Ipv4Addr::LOCALHOST,
+            keepalive: Duration::from_secs(u64::from(s.keepalive_secs)),
+            timeout: Duration::from_secs(s.connect_timeout_secs),
+        };
+
+        let deadline = tokio::time::sleep(self.deadline);
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut progress = tokio::time::interval(Duration::from_millis(250));
+        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut target = 0u64;
+        let mut step_start = (Instant::now(), 0u64);
+        let mut step_open = false;
+
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    emit(&Event::Fatal(format!("worker {} reached its deadline of {:?}", self.share, self.deadline)));
+                    break;
+                }
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Open { until }) => {
+                        target = until.min(mine).max(self.counts.attempted);
+                        step_start = (Instant::now(), self.counts.attempted);
+                        step_open = true;
+                    }
+                    Some(Command::Status) => emit(&Event::Status(self.snapshot())),
+                    Some(Command::Stop) | None => break,
+                },
+                Some(ev) = ev_rx.recv() => self.on_event(ev),
+                _ = tick.tick(), if self.counts.attempted < target => {
+                    let elapsed = step_start.0.elapsed().as_secs_f64();
+                    let due = (step_start.1 + 1 + (rate * elapsed) as u64).min(target);
+                    while self.counts.attempted < due && self.counts.inflight() < s.max_inflight {
+                        let g = self.counts.attempted * p + u64::from(self.share.index);
+                        let spec = ConnSpec { source: s.source((g % u64::from(s.sources)) as u32), ..spec.clone() };
+                        let creds = self.ids.mqtt(g + 1, SystemTime::now());
+                        tokio::spawn(connection(spec, creds, ev_tx.clone(), Arc::clone(&self.shared), stop_rx.clone()));
+                        self.counts.attempted += 1;
+                    }
+                }
+                _ = progress.tick(), if step_open => emit(&Event::Progress(self.snapshot())),
+            }
+            if step_open && self.counts.attempted >= target && self.counts.inflight() == 0 {
+                step_open = false;
+                emit(&Event::Reached(self.snapshot()));
+            }
+        }
+
+        // Stop: every connection sends DISCONNECT and closes; wait a bounded time for them.
+        let _ = stop_tx.send(true);
+        let until = Instant::now() + Duration::from_secs(5);
+        while self.counts.alive > 0 || self.counts.inflight() > 0 {
+            match tokio::time::timeout_at(until, ev_rx.recv()).await {
+                Ok(Some(ev)) => self.on_event(ev),
+                _ => break,
+            }
+        }
+        let cpu = procfs::cpu_ticks("self")
+            .map(|t| procfs::CpuSecs::from_ticks(t.user, t.system))
+            .unwrap_or_default();
+        let report = WorkerReport {
+            counts: self.snapshot(),
+            failures: std::mem::take(&mut self.failures),
+            dropped: std::mem::take(&mut self.dropped),
+            latency_us: self
+                .histogram
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+            cpu,
+            memory: procfs::memory(std::process::id()).unwrap_or_default(),
+        };
+        emit(&Event::Final(Box::new(report)));
+    }
+}
+
+/// A stable label for an I/O error at a stage of the handshake.
+fn label(stage: &str, e: &std::io::Error) -> String {
+    format!("{stage}: {}", e.kind())
+}
+
+/// Connects from `spec.source` (port chosen at connect time, IP_BIND_ADDRESS_NO_PORT), sends
+/// CONNECT and reads CONNACK.
+async fn handshake(
+    spec: &ConnSpec,
+    creds: MqttCredentials,
+    keepalive_secs: u16,
+) -> Result<TcpStream, String> {
+    let socket = TcpSocket::new_v4().map_err(|e| label("socket", &e))?;
+    setsockopt(&socket, IpBindAddressNoPort, &true)
+        .map_err(|e| format!("IP_BIND_ADDRESS_NO_PORT: {e}"))?;
+    socket
+        .bind(SocketAddr::from((spec.source, 0)))
+        .map_err(|e| label("bind", &e))?;
+    let mut stream = socket
+        .connect(spec.target)
+        .await
+        .map_err(|e| label("connect", &e))?;
+    stream.set_nodelay(true).map_err(|e| label("nodelay", &e))?;
+    let packet = Connect {
+        client_id: &creds.client_id,
+        username: &creds.username,
+        password: &creds.password,
+        keepalive_secs,
+    }
+    .encode();
+    drop(creds);
+    stream
+        .write_all(&packet)
+        .await
+        .map_err(|e| label("write CONNECT", &e))?;
+    let mut ack = [0u8; CONNACK_LEN];
+    stream
+        .read_exact(&mut ack)
+        .await
+        .map_err(|e| label("read CONNACK", &e))?;
+    match ConnAck::decode(ack) {
+        Ok(ConnAck::Accepted { .. }) => Ok(stream),
+        Ok(ConnAck::Refused(code)) => Err(format!("connack {code}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// One connection: handshake within the timeout, then idle until stopped or lost.
+async fn connection(
+    spec: ConnSpec,
+    creds: MqttCredentials,
+    events: mpsc::Sender<ConnEvent>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let keepalive_secs = u16::try_from(spec.keepalive.as_secs()).unwrap_or(u16::MAX);
+    let stream =
+        match tokio::time::timeout(spec.timeout, handshake(&spec, creds, keepalive_secs)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(reason)) => {
+                let _ = events.send(ConnEvent::Failed(reason)).await;
+                return;
+            }
+            Err(_) => {
+                let _ = events
+                    .send(ConnEvent::Failed("timeout waiting for CONNACK".into()))
+                    .await;
+                return;
+            }
+        };
+    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+    if events.send(ConnEvent::Established(micros)).await.is_err() {
+        return;
+    }
+    let end = match idle(stream, spec.keepalive, &shared, &mut stop).await {
+        Some(reason) => ConnEvent::Dropped(reason),
+        None => ConnEvent::Closed,
+    };
+    let _ = events.send(end).await;
+}
+
+/// Holds an established connection: PINGREQ every keep-alive, count what arrives. Returns why
+/// it was lost, or `None` when stopped (after sending DISCONNECT).
+async fn idle(
+    mut stream: TcpStream,
+    keepalive: Duration,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<String> {
+    let mut scanner = Scanner::default();
+    let mut next_ping = Instant::now() + keepalive;
+    let mut buf = [0u8; 64];
+    if *stop.borrow() {
+        let _ = stream.write_all(&DISCONNECT).await;
+        return None;
+    }
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(next_ping) => {
+                if let Err(e) = stream.write_all(&PINGREQ).await {
+                    return Some(label("write PINGREQ", &e));
+                }
+                shared.pings_sent.fetch_add(1, Ordering::Relaxed);
+                next_ping += keepalive;
+            }
+            read = stream.read(&mut buf) => match read {
+                Ok(0) => return Some("closed by the server".into()),
+                Ok(n) => {
+                    let before = scanner.count(packet_type::PINGRESP);
+                    if !scanner.feed(&buf[..n]) {
+                        return Some("invalid MQTT framing from the server".into());
+                    }
+                    let pongs = scanner.count(packet_type::PINGRESP) - before;
+                    shared.pingresps.fetch_add(u64::from(pongs), Ordering::Relaxed);
+                }
+                Err(e) => return Some(label("read", &e)),
+            },
+            _ = stop.changed() => {
+                let _ = stream.write_all(&DISCONNECT).await;
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! fleetgate's load generator. Each scenario is a subcommand described by a TOML file
+//! (`loadtest/scenarios/`), bounded in count and time so that it stops by itself, and sends
+//! traffic only to 127.0.0.0/8. It speaks the device wire protocols from the outside — it never
+//! depends on fleetgate's own crates — so it measures the server as a device fleet sees it.
+//!
+//! - [`credentials`]: deterministic device secrets (seed + index), the provisioning file, and
+//!   the MQTT authentication of spec/device-protocol.md §3.5;
+//! - [`mqtt`]: the bits of MQTT 3.1.1 the scenarios send and read;
+//! - [`scenario`]: scenario files, validated with every problem reported;
+//! - [`idle`]: the `idle-connections` scenario (memory per idle authenticated session);
+//! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
+//! - [`summary`]: a Markdown table comparing the reports of several servers.
+//!
+//! Called by the `fleetgate-loadtest` binary (`src/main.rs`) and by `loadtest/compare-idle.sh`.
+
+pub mod credentials;
+pub mod idle;
+pub mod mqtt;
+pub mod procfs;
+pub mod scenario;
+pub mod stats;
+pub mod summary;

@@ -1,0 +1,288 @@
+//! End-to-end: `fleetgate-loadtest idle-connections` against the real `fleetgate` binary on
+//! each driver — every connection authenticates, the report is produced with the server's
+//! memory at each checkpoint — and wrong secrets are refused with CONNACK 4.
+//!
+//! The `fleetgate` binary is not a target of this package, so it is looked up beside this
+//! package's binary in the target directory (`cargo test --workspace` builds it, because
+//! `fleetgate-api` has integration tests), or taken from `LOADTEST_FLEETGATE_BIN`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const LOADTEST: &str = env!("CARGO_BIN_EXE_fleetgate-loadtest");
+
+fn fleetgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOADTEST_FLEETGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let beside = Path::new(LOADTEST).with_file_name("fleetgate");
+    assert!(
+        beside.exists(),
+        "{} not found: build it with `cargo build -p fleetgate-api` (cargo test --workspace does) or set LOADTEST_FLEETGATE_BIN",
+        beside.display()
+    );
+    beside
+}
+
+/// A fleetgate process on a temporary data directory; killed by its pid on drop.
+struct Server {
+    child: Child,
+    mqtt: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Registers `count` devices with secrets from `seed`, then starts fleetgate on `driver`.
+fn start_server(driver: &str, count: u64, seed: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices.json");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .args([
+                "credentials",
+                "--count",
+                &count.to_string(),
+                "--product",
+                "lt",
+                "--seed",
+                &seed.to_string(),
+                "--out",
+            ])
+            .arg(&devices),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "credentials: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let out = run_bounded(
+        Command::new(fleetgate_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("provision")
+            .arg(&devices),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "provision: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut cmd = Command::new(fleetgate_bin());
+    cmd.arg("--data-dir").arg(&data).args([
+        "--api-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--set",
+        "engine.mqtt.listen=127.0.0.1:0",
+        "--set",
+        &format!("engine.driver={driver}"),
+    ]);
+    for off in [
+        "mqtts",
+        "mqtt_ws",
+        "coap",
+        "coaps",
+        "device_https",
+        "app_mqtt",
+    ] {
+        cmd.args(["--set", &format!("engine.{off}.enabled=false")]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads every log line (so the pipe never fills) and passes on the MQTT address.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && v["message"] == "mqtt listening"
+            {
+                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        mqtt: String::new(),
+        _dir: dir,
+    };
+    server.mqtt = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("fleetgate did not log \"mqtt listening\" within 60 s");
+    server
+}
+
+/// Runs a command to completion, killing it past `limit`.
+fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            child.kill().unwrap();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn scenario(dir: &Path, target: &str, seed: u64, count: u64) -> PathBuf {
+    let path = dir.join("scenario.toml");
+    let text = format!(
+        "target = \"{target}\"\nproduct = \"lt\"\nseed = {seed}\ncount = {count}\nrate = 2000\nsources = 4\nprocesses = 2\nkeepalive_secs = 10\nhold_secs = 1\ncheckpoints = [100]\nsettle_secs = 1\nslope_from = 100\nconnect_timeout_secs = 20\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn idle_run(driver: &str) {
+    let server = start_server(driver, 200, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .arg("idle-connections")
+            .arg("--scenario")
+            .arg(scenario(dir.path(), &server.mqtt, 7, 200))
+            .arg("--server-pid")
+            .arg(server.child.id().to_string())
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(180),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{driver}: exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("200 established of 200 requested (0 failed)"),
+        "{stdout}"
+    );
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["ok"], true);
+    let c = &report["connections"];
+    assert_eq!(c["established"], 200, "{c}");
+    assert_eq!(c["failed"], 0, "{c}");
+    assert_eq!(c["alive_after_hold"], 200, "{c}");
+    assert_eq!(report["connect_latency_us"]["count"], 200);
+    let server_report = &report["server"];
+    assert_eq!(server_report["pid"], server.child.id());
+    let checkpoints = server_report["checkpoints"].as_array().unwrap();
+    let targets: Vec<u64> = checkpoints
+        .iter()
+        .map(|c| c["target"].as_u64().unwrap())
+        .collect();
+    assert_eq!(targets, [0, 100, 200]);
+    assert_eq!(checkpoints[2]["connections"], 200);
+    assert!(
+        checkpoints
+            .iter()
+            .all(|c| c["memory"]["vm_rss"].as_u64().unwrap() > 0)
+    );
+    assert!(
+        server_report["slope"]["vm_rss_bytes_per_connection"].is_f64(),
+        "{server_report}"
+    );
+    assert_eq!(report["generator"]["workers"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn idle_connections_authenticate_on_epoll() {
+    idle_run("epoll");
+}
+
+#[test]
+fn idle_connections_authenticate_on_io_uring() {
+    idle_run("io_uring");
+}
+
+#[test]
+fn wrong_secrets_are_refused_with_connack_4() {
+    let server = start_server("epoll", 20, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let path = scenario(dir.path(), &server.mqtt, 8, 20);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("checkpoints = [100]", "checkpoints = []");
+    std::fs::write(&path, text).unwrap();
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .arg("idle-connections")
+            .arg("--scenario")
+            .arg(&path)
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["connections"]["established"], 0);
+    assert_eq!(
+        report["connections"]["failures"]["connack 4"], 20,
+        "{report}"
+    );
+}
+
+#[test]
+fn invalid_scenarios_are_refused_with_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "target = \"192.0.2.1:1883\"\ncount = 0\nrate = 10\nspeed = 3\n",
+    )
+    .unwrap();
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .arg("idle-connections")
+            .arg("--scenario")
+            .arg(&path),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(err.contains("speed: unknown key"), "{err}");
+    assert!(err.contains("not an IPv4 loopback address"), "{err}");
+    assert!(
+        err.contains("count: must be an integer in 1..=1000000, got 0"),
+        "{err}"
+    );
+}
