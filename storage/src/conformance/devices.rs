@@ -266,7 +266,10 @@ pub fn device_presence(make: &Make) {
     );
     assert_eq!(s.get_device(id).unwrap(), Some(on.clone()));
     assert_eq!(listed(DeviceStatus::Online), std::slice::from_ref(id));
-    assert_eq!(listed(DeviceStatus::Inactive), std::slice::from_ref(&other.device_id));
+    assert_eq!(
+        listed(DeviceStatus::Inactive),
+        std::slice::from_ref(&other.device_id)
+    );
 
     let off = s
         .apply_presence_event(
