@@ -79,6 +79,7 @@ fuzz_target!(|steps: Vec<Step>| {
             custom_topics: Vec::new(),
             messages: Rate { per_sec: 5, burst: 5 },
             bytes: Rate { per_sec: 1000, burst: 1000 },
+            max_throttle_ms: 2_000,
         }),
         sub_devices: None,
     });
