@@ -14,7 +14,8 @@
 #
 # Environment: COUNT (19000), RATE (4000 connections/s), HOLD_SECS (30), SOURCES (8),
 # PROCESSES (2), SERVERS ("fleetgate-epoll fleetgate-io_uring mosquitto"), BASE_PORT (18830),
-# RESULTS (loadtest/results), CARGO_TARGET_DIR (~/.cache/fleetgate/target).
+# RESULTS (loadtest/results), CARGO_TARGET_DIR (~/.cache/fleetgate/target), BUILD_ARGS (extra
+# `cargo build` arguments for fleetgate, e.g. "--no-default-features" for the system allocator).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -55,7 +56,9 @@ fi
 
 # --- Build, then work on private copies (the target directory is shared with other builds) --
 log "building fleetgate and fleetgate-loadtest (release)"
-cargo build --release --locked -p fleetgate-api -p fleetgate-loadtest --message-format=json-render-diagnostics >"$RUN/build.jsonl"
+cargo build --release --locked -p fleetgate-loadtest --message-format=json-render-diagnostics >"$RUN/build.jsonl"
+# shellcheck disable=SC2086 # BUILD_ARGS is a list of arguments
+cargo build --release --locked -p fleetgate-api ${BUILD_ARGS:-} --message-format=json-render-diagnostics >>"$RUN/build.jsonl"
 exe() { grep -o "\"executable\":\"[^\"]*/$1\"" "$RUN/build.jsonl" | tail -1 | sed 's/^"executable":"//; s/"$//'; }
 mkdir -p "$RUN/bin"
 cp "$(exe fleetgate)" "$RUN/bin/fleetgate"
@@ -164,7 +167,7 @@ done
   echo
   echo "- date (UTC): $(date -u +%Y-%m-%dT%H:%MZ)"
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r), open files $(ulimit -n)"
-  echo "- fleetgate: $("$FLEETGATE" --version), built from $ROOT"
+  echo "- fleetgate: $("$FLEETGATE" --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)${BUILD_ARGS:+, built with $BUILD_ARGS}"
   echo "- mosquitto: $("$MOSQUITTO" -h 2>/dev/null | head -1 || true)"
   echo "- rustc: $(rustc --version)"
   echo "- scenario: COUNT=$COUNT RATE=$RATE HOLD_SECS=$HOLD_SECS SOURCES=$SOURCES PROCESSES=$PROCESSES, keep-alive 300 s, checkpoints [$CHECKPOINTS]"
