@@ -24,6 +24,7 @@
 //! | ota | `k{package}` `j{task}` `p{task}\0{device}` `d{device}\0{task}` `K{product}\0{package}` | package / task / progress / empty / empty |
 //! | rules | `r{rule}` `a{action}` `R{rule}\0{action}` `A{app}\0{rule}` | rule / action / empty / empty |
 //! | acl | `{acl_rule_id}` | ACL rule |
+//! | apps | `a{app}` `n{app name}` `k{key_id}` `K{app}\0{key_id}` | application / app id (unique name) / API key / empty |
 //! | meta | `schema_version` | version number |
 
 use fleetgate_model::device::DeviceStatus;
@@ -264,6 +265,29 @@ pub fn rule_by_app(app: &AppId, rule: Option<&RuleId>) -> Vec<u8> {
 /// An ACL rule.
 pub fn acl(id: &AclRuleId) -> Vec<u8> {
     id.as_str().as_bytes().to_vec()
+}
+
+// ---- applications and API keys (family `apps`) ------------------------------------------------
+
+/// An application.
+pub fn app(id: &AppId) -> Vec<u8> {
+    key(&[b"a", id.as_str().as_bytes()])
+}
+/// The unique application name → app id entry.
+pub fn app_name(name: &str) -> Vec<u8> {
+    key(&[b"n", name.as_bytes()])
+}
+/// An API key, by its key id.
+pub fn api_key(key_id: &str) -> Vec<u8> {
+    key(&[b"k", key_id.as_bytes()])
+}
+/// An application's API keys; `None` gives the application's prefix.
+pub fn api_key_by_app(app: &AppId, key_id: Option<&str>) -> Vec<u8> {
+    let mut k = key(&[b"K", app.as_str().as_bytes(), SEP]);
+    if let Some(id) = key_id {
+        k.extend_from_slice(id.as_bytes());
+    }
+    k
 }
 
 /// The schema version entry.

@@ -32,13 +32,15 @@ pub enum Cf {
     Rules,
     /// Publish/subscribe ACL rules.
     Acl,
+    /// Applications (resource spaces), their unique names, API keys and keys by application.
+    Apps,
     /// Store metadata (schema version).
     Meta,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 13] = [
+    pub const ALL: [Cf; 14] = [
         Cf::Products,
         Cf::Devices,
         Cf::Credentials,
@@ -51,6 +53,7 @@ impl Cf {
         Cf::Ota,
         Cf::Rules,
         Cf::Acl,
+        Cf::Apps,
         Cf::Meta,
     ];
 
@@ -69,6 +72,7 @@ impl Cf {
             Cf::Ota => "ota",
             Cf::Rules => "rules",
             Cf::Acl => "acl",
+            Cf::Apps => "apps",
             Cf::Meta => "meta",
         }
     }

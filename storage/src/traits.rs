@@ -5,6 +5,7 @@
 //!
 //! Every trait is object safe so that callers can hold an `Arc<dyn Storage>`.
 
+use fleetgate_model::app::{ApiKey, Application};
 use fleetgate_model::command::{Command, CommandStatus};
 use fleetgate_model::device::{Credential, Device, DeviceStatus, Group, StatusEvent};
 use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
@@ -309,6 +310,28 @@ pub trait RuleStore {
     fn list_acl_rules(&self, cursor: Option<&str>, limit: usize) -> Result<Page<AclRule>>;
 }
 
+/// Applications (resource spaces) and their API keys.
+pub trait AppStore {
+    /// Creates an application; `AlreadyExists` when its id or name is taken. Synced.
+    fn create_app(&self, app: &Application) -> Result<()>;
+    /// Reads an application.
+    fn get_app(&self, id: &AppId) -> Result<Option<Application>>;
+    /// Lists applications in id order.
+    fn list_apps(&self, cursor: Option<&str>, limit: usize) -> Result<Page<Application>>;
+    /// Deletes an application and all its API keys; `Conflict` while it still owns products.
+    /// Synced.
+    fn delete_app(&self, id: &AppId) -> Result<Application>;
+    /// Stores a new API key of an existing application (`NotFound` otherwise;
+    /// `AlreadyExists` when the key id is taken). Synced.
+    fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    /// Reads an API key by its key id.
+    fn get_api_key(&self, key_id: &str) -> Result<Option<ApiKey>>;
+    /// An application's API keys, in key-id order.
+    fn list_api_keys(&self, app: &AppId) -> Result<Vec<ApiKey>>;
+    /// Deletes an API key. Synced.
+    fn delete_api_key(&self, key_id: &str) -> Result<ApiKey>;
+}
+
 /// What an integrity check found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IntegrityReport {
@@ -327,6 +350,7 @@ pub trait Storage:
     + CommandStore
     + OtaStore
     + RuleStore
+    + AppStore
     + Send
     + Sync
     + std::fmt::Debug

@@ -3,6 +3,7 @@
 //! - [`ids`]: identifier newtypes, validated once at the edge;
 //! - [`product`] and [`validate`]: products, product models and payload validation;
 //! - [`device`]: devices, the status lifecycle, credentials, tags and groups;
+//! - [`app`]: applications and their API keys;
 //! - [`auth`]: the MQTT/HTTPS secret authentication scheme;
 //! - [`shadow`]: desired/reported shadows, versions and deltas;
 //! - [`command`]: commands and their state machine;
@@ -14,6 +15,7 @@
 //! The crate does no I/O, reads no clock except [`time::Timestamp::now`], and depends on no
 //! async runtime: the engine, storage and API all build on it.
 
+pub mod app;
 pub mod auth;
 pub mod command;
 pub mod device;

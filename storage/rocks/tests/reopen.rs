@@ -5,7 +5,7 @@ use std::sync::Arc;
 use fleetgate_model::device::{Credential, DeviceSecret};
 use fleetgate_model::testing;
 use fleetgate_storage::{
-    Cf, DeviceStore, Durability, KvEngine, Limits, ProductStore, Storage, StorageError,
+    AppStore, Cf, DeviceStore, Durability, KvEngine, Limits, ProductStore, Storage, StorageError,
 };
 use fleetgate_storage_rocks::{RocksConfig, RocksKv, open_store};
 
@@ -98,6 +98,40 @@ fn damage_is_reported_not_hidden() {
         read,
         Err(StorageError::Corrupt { cf: "devices", .. })
     ));
+}
+
+#[test]
+fn a_database_from_before_the_apps_family_gains_it_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What an older fleetgate wrote: schema version 1, every family but `apps`.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let old = Cf::ALL
+            .iter()
+            .filter(|cf| **cf != Cf::Apps)
+            .map(|cf| cf.name());
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), old).unwrap();
+        let meta = db.cf_handle(Cf::Meta.name()).unwrap();
+        let version = fleetgate_storage::value::encode(&1u32).unwrap();
+        db.put_cf(meta, fleetgate_storage::keys::SCHEMA_VERSION, version)
+            .unwrap();
+        db.flush_cf(meta).unwrap();
+    }
+    let app = fleetgate_model::app::Application {
+        app_id: testing::app(),
+        name: "Default".into(),
+        admin: true,
+        created_at: fleetgate_model::Timestamp::EPOCH,
+    };
+    {
+        let store = open_store(dir.path(), &config(), Limits::default()).unwrap();
+        store.create_app(&app).unwrap();
+    }
+    let store = open_store(dir.path(), &config(), Limits::default()).unwrap();
+    assert_eq!(store.get_app(&app.app_id).unwrap(), Some(app));
+    assert!(store.check_integrity().unwrap().problems.is_empty());
 }
 
 #[test]

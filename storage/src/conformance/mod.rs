@@ -8,6 +8,7 @@
 // Test code: a failed unwrap is a failed case.
 #![allow(clippy::unwrap_used)]
 
+mod apps;
 mod commands;
 mod devices;
 mod groups;
@@ -22,6 +23,7 @@ use fleetgate_model::testing;
 
 use crate::traits::Storage;
 
+pub use apps::*;
 pub use commands::*;
 pub use devices::*;
 pub use groups::*;
@@ -78,6 +80,7 @@ macro_rules! conformance_tests {
             concurrent_group_membership_respects_limits,
             ota_records,
             rules_actions_and_acls,
+            apps_and_api_keys,
         );
     };
     (@cases $make:path; $($case:ident,)*) => {

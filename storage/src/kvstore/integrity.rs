@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleetgate_model::CommandId;
+use fleetgate_model::app::{ApiKey, Application};
 use fleetgate_model::command::{Command, CommandStatus};
 use fleetgate_model::device::{Credential, Device, Group};
 use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
 use fleetgate_model::product::Product;
 use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
 use fleetgate_model::shadow::Shadow;
+use fleetgate_model::{AppId, CommandId};
 use serde::de::DeserializeOwned;
 
 use super::KvStore;
@@ -326,6 +327,91 @@ pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> 
     })?;
     c.each(Cf::Acl, b"", |c, k, v| {
         c.decode::<AclRule>(Cf::Acl, k, v);
+        Ok(())
+    })?;
+
+    // Applications and API keys: records, the unique-name index and keys by application.
+    c.each(Cf::Apps, b"", |c, k, v| {
+        match k.first() {
+            Some(b'a') => {
+                let Some(app) = c.decode::<Application>(Cf::Apps, k, v) else {
+                    return Ok(());
+                };
+                if k != keys::app(&app.app_id) {
+                    c.problem(format!(
+                        "application {} stored under key {}",
+                        app.app_id,
+                        value::escape(k)
+                    ));
+                }
+                match c.store.engine.get(Cf::Apps, &keys::app_name(&app.name))? {
+                    Some(id) if id == app.app_id.as_str().as_bytes() => {}
+                    _ => c.problem(format!(
+                        "name entry of application {} is missing or wrong",
+                        app.app_id
+                    )),
+                }
+            }
+            Some(b'n') => {
+                let name = String::from_utf8_lossy(&k[1..]);
+                let app = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|id| AppId::new(id).ok());
+                let record = match &app {
+                    Some(id) => c.store.read::<Application>(Cf::Apps, &keys::app(id)),
+                    None => Ok(None),
+                };
+                match record {
+                    Ok(Some(a)) if a.name == name => {}
+                    Ok(_) => c.problem(format!(
+                        "name entry {} does not match an application",
+                        value::escape(k)
+                    )),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            Some(b'k') => {
+                let Some(key) = c.decode::<ApiKey>(Cf::Apps, k, v) else {
+                    return Ok(());
+                };
+                if k != keys::api_key(&key.key_id) {
+                    c.problem(format!(
+                        "API key {} stored under key {}",
+                        key.key_id,
+                        value::escape(k)
+                    ));
+                }
+                c.present(
+                    Cf::Apps,
+                    &keys::api_key_by_app(&key.app_id, Some(&key.key_id)),
+                    || format!("application entry of API key {}", key.key_id),
+                )?;
+                c.present(Cf::Apps, &keys::app(&key.app_id), || {
+                    format!("application of API key {}", key.key_id)
+                })?;
+            }
+            Some(b'K') => {
+                // `K{app}\0{key_id}`: app ids contain no NUL, key ids might.
+                let parsed = k[1..].iter().position(|b| *b == 0).and_then(|i| {
+                    let app = std::str::from_utf8(&k[1..1 + i]).ok()?;
+                    let key_id = std::str::from_utf8(&k[2 + i..]).ok()?;
+                    Some((AppId::new(app).ok()?, key_id))
+                });
+                let record = match parsed {
+                    Some((app, key_id)) => c
+                        .store
+                        .read::<ApiKey>(Cf::Apps, &keys::api_key(key_id))
+                        .map(|r| r.filter(|key| key.app_id == app)),
+                    None => Ok(None),
+                };
+                match record {
+                    Ok(Some(_)) => {}
+                    Ok(None) => c.problem(format!("stale API key entry {}", value::escape(k))),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            _ => c.problem(format!("unknown apps entry {}", value::escape(k))),
+        }
         Ok(())
     })?;
     Ok(c.report)

@@ -6,6 +6,7 @@
 //! (sorted, so two operations never wait on each other in opposite orders), read, decide, and
 //! write one batch. Plain reads take no lock: a batch is atomic, so they see all of it or none.
 
+mod apps;
 mod commands;
 mod devices;
 mod groups;
@@ -51,6 +52,9 @@ enum LockKind {
     Group,
     Ota,
     Rule,
+    App,
+    AppName,
+    ApiKey,
 }
 
 impl<E: KvEngine> KvStore<E> {
