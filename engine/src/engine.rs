@@ -19,6 +19,7 @@ use crate::auth::AuthCache;
 use crate::config::EngineConfig;
 use crate::driver::{self, DriverKind};
 use crate::metrics::{CloseReason, Family, ShardMetrics};
+use crate::platform::{Platform, PlatformConfig};
 use crate::presence::Presence;
 use crate::queue::{BoundedSender, bounded};
 use crate::registry::Registry;
@@ -104,6 +105,7 @@ struct Threads {
 #[derive(Debug)]
 pub struct Engine {
     shared: Arc<Shared>,
+    platform: Arc<Platform>,
     threads: parking_lot::Mutex<Threads>,
     mqtt: Option<SocketAddr>,
     driver: DriverKind,
@@ -125,7 +127,7 @@ fn fd_limit() -> usize {
 
 impl Engine {
     /// Starts the engine: `handlers` receive upstream events in order, after the engine's own
-    /// presence tracking.
+    /// handlers (presence tracking, routing, and the [`Platform`]).
     pub fn start(
         config: EngineConfig,
         storage: Arc<dyn Storage>,
@@ -157,6 +159,11 @@ impl Engine {
         )?;
         let registry = Arc::clone(&shared.registry);
         let clock = shared.clock;
+        let platform = Arc::new(Platform::new(
+            Arc::clone(&storage),
+            Arc::clone(&shared) as Arc<dyn crate::platform::Deliver>,
+            PlatformConfig::default(),
+        ));
         let presence = Arc::new(Presence::new(
             storage,
             registry,
@@ -174,6 +181,7 @@ impl Engine {
         let mut all: Vec<Arc<dyn UpstreamHandler>> = vec![
             presence,
             Arc::clone(&shared.router) as Arc<dyn UpstreamHandler>,
+            Arc::clone(&platform) as Arc<dyn UpstreamHandler>,
         ];
         all.extend(handlers);
         let dispatcher = queue.start(all, Duration::from_millis(250))?;
@@ -214,6 +222,7 @@ impl Engine {
         };
         Ok(Engine {
             shared,
+            platform,
             threads: parking_lot::Mutex::new(threads),
             mqtt,
             driver,
@@ -235,10 +244,18 @@ impl Engine {
         &self.shared
     }
 
-    /// Metric families summed over the shards.
+    /// The device-side platform: requests, messages and desired pushes to devices, and
+    /// observers of what devices report.
+    pub fn platform(&self) -> &Arc<Platform> {
+        &self.platform
+    }
+
+    /// Metric families: the shards' counters summed, then the platform's.
     pub fn metrics(&self) -> Vec<Family> {
         let m: Vec<&ShardMetrics> = self.shared.metrics.iter().map(|a| a.as_ref()).collect();
-        crate::metrics::snapshot(&m)
+        let mut families = crate::metrics::snapshot(&m);
+        families.extend(self.platform.metrics());
+        families
     }
 
     /// Hands a message to the device's session.
@@ -274,6 +291,7 @@ impl Engine {
     /// Forgets a product's cached policy (custom topics, limits).
     pub fn invalidate_product(&self, product: &ProductId) {
         self.shared.auth.invalidate_product(product);
+        self.platform.invalidate_product(product);
     }
 
     /// Replaces the ACL rules live sessions are checked against.

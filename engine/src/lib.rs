@@ -9,6 +9,8 @@
 //! - [`auth`], [`acl`], [`flow`]: authentication, authorization and token buckets;
 //! - [`registry`], [`upstream`], [`presence`]: who is online, events for the platform, and
 //!   device status in storage;
+//! - [`platform`]: the device-side semantics over MQTT (property reports and the shadow,
+//!   messages, events, time sync, commands and property requests);
 //! - [`metrics`]: per-shard counters summed on scrape.
 
 pub mod acl;
@@ -18,6 +20,7 @@ pub mod driver;
 pub mod engine;
 pub mod flow;
 pub mod metrics;
+pub mod platform;
 pub mod presence;
 pub mod queue;
 pub mod registry;
@@ -30,3 +33,6 @@ pub mod workers;
 
 pub use config::EngineConfig;
 pub use engine::{DeliverError, Engine, StartOptions};
+pub use platform::{
+    PendingResponse, Platform, PlatformEvent, PlatformObserver, RequestError, ResponseError,
+};
