@@ -81,6 +81,9 @@ pub struct ApiConfig {
     /// Most HTTP connections at once. Each is a file descriptor taken from the process
     /// limit the device connections share.
     pub max_connections: usize,
+    /// Seconds a synchronous call (command, property set or get) waits for the device's
+    /// answer before answering 504 (spec: 20).
+    pub sync_timeout_secs: u64,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +94,7 @@ impl Default for ApiConfig {
             shutdown_grace_secs: 30,
             max_body_bytes: 1 << 20,
             max_connections: 256,
+            sync_timeout_secs: 20,
         }
     }
 }
@@ -282,6 +286,9 @@ impl Config {
         }
         if !(1..=100_000).contains(&self.api.max_connections) {
             p.push("api.max_connections: must be between 1 and 100000".into());
+        }
+        if !(1..=300).contains(&self.api.sync_timeout_secs) {
+            p.push("api.sync_timeout_secs: must be between 1 and 300".into());
         }
         if self.api.workers > 1024 {
             p.push("api.workers: at most 1024".into());

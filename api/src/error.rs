@@ -52,6 +52,74 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// An error with any status and code.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed or breaks a rule; the message says which.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "FLEETGATE.BAD_REQUEST", message)
+    }
+
+    /// 401: no valid API key.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "FLEETGATE.UNAUTHORIZED", message)
+    }
+
+    /// 403: the key is valid but may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FLEETGATE.FORBIDDEN", message)
+    }
+
+    /// 404 for a resource that does not exist (or belongs to another application: the two
+    /// are not told apart, so ids of other applications do not leak).
+    pub fn not_found(kind: &str, id: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "FLEETGATE.NOT_FOUND",
+            format!("{kind} {id} not found"),
+        )
+    }
+
+    /// 409: the change conflicts with the stored state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "FLEETGATE.CONFLICT", message)
+    }
+}
+
+impl From<fleetgate_storage::StorageError> for ApiError {
+    fn from(e: fleetgate_storage::StorageError) -> Self {
+        use fleetgate_storage::StorageError as E;
+        match e {
+            E::NotFound { kind, id } => Self::not_found(kind, id),
+            E::AlreadyExists { kind, id } => Self::new(
+                StatusCode::CONFLICT,
+                "FLEETGATE.ALREADY_EXISTS",
+                format!("{kind} {id} already exists"),
+            ),
+            E::LimitExceeded { what, limit } => Self::new(
+                StatusCode::CONFLICT,
+                "FLEETGATE.LIMIT_EXCEEDED",
+                format!("limit exceeded: at most {limit} {what}"),
+            ),
+            E::Conflict(m) => Self::conflict(m),
+            E::Aborted(inner) => match inner.downcast::<ApiError>() {
+                Ok(api) => *api,
+                Err(other) => Self::bad_request(other.to_string()),
+            },
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

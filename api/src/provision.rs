@@ -38,6 +38,53 @@ pub struct DeviceSpec {
     /// Tags.
     #[serde(default)]
     pub tags: Vec<Tag>,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Any JSON the owner wants to keep with the device.
+    #[serde(default)]
+    pub extension_info: Option<serde_json::Value>,
+}
+
+/// A device record for `spec` (of `product`), inactive until it first connects, and its
+/// secret: the spec's, or a new one (`true` when generated, to be shown once).
+pub fn new_device(spec: DeviceSpec, product: &Product) -> (Device, DeviceSecret, bool) {
+    let device_id = spec
+        .device_id
+        .clone()
+        .unwrap_or_else(|| DeviceId::derive(&spec.product_id, &spec.node_id));
+    let gateway_id = spec.gateway_id.clone().unwrap_or_else(|| device_id.clone());
+    let sub = gateway_id != device_id;
+    let device = Device {
+        device_id,
+        node_id: spec.node_id,
+        product_id: spec.product_id,
+        app_id: product.app_id.clone(),
+        device_name: spec.device_name,
+        description: spec.description,
+        gateway_id,
+        node_type: if sub {
+            NodeType::Endpoint
+        } else {
+            NodeType::Gateway
+        },
+        auth_type: AuthType::Secret,
+        secure: spec.secret.is_some(),
+        status: DeviceStatus::Inactive,
+        first_online_time: None,
+        last_online_time: None,
+        last_offline_time: None,
+        fw_version: None,
+        sw_version: None,
+        device_sdk_version: None,
+        tags: spec.tags,
+        groups: Vec::new(),
+        extension_info: spec.extension_info,
+        create_time: Timestamp::now(),
+    };
+    let generated = spec.secret.is_none();
+    let secret = spec.secret.unwrap_or_else(DeviceSecret::generate);
+    (device, secret, generated)
 }
 
 /// The file.
@@ -121,41 +168,8 @@ pub fn apply(storage: &dyn Storage, file: ProvisionFile) -> Report {
             ));
             continue;
         };
-        let device_id = spec
-            .device_id
-            .clone()
-            .unwrap_or_else(|| DeviceId::derive(&spec.product_id, &spec.node_id));
-        let gateway_id = spec.gateway_id.clone().unwrap_or_else(|| device_id.clone());
-        let sub = gateway_id != device_id;
-        let device = Device {
-            device_id: device_id.clone(),
-            node_id: spec.node_id,
-            product_id: spec.product_id,
-            app_id: product.app_id,
-            device_name: spec.device_name,
-            description: String::new(),
-            gateway_id,
-            node_type: if sub {
-                NodeType::Endpoint
-            } else {
-                NodeType::Gateway
-            },
-            auth_type: AuthType::Secret,
-            secure: spec.secret.is_some(),
-            status: DeviceStatus::Inactive,
-            first_online_time: None,
-            last_online_time: None,
-            last_offline_time: None,
-            fw_version: None,
-            sw_version: None,
-            device_sdk_version: None,
-            tags: spec.tags,
-            groups: Vec::new(),
-            extension_info: None,
-            create_time: Timestamp::now(),
-        };
-        let generated = spec.secret.is_none();
-        let secret = spec.secret.unwrap_or_else(DeviceSecret::generate);
+        let (device, secret, generated) = new_device(spec, &product);
+        let device_id = device.device_id.clone();
         match storage.create_device(&device, &Credential::Secret(secret.clone())) {
             Ok(()) => {
                 r.devices.created += 1;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// When the process started serving.
     pub started: Instant,
+    /// How long a synchronous device call waits for the answer.
+    pub sync_timeout_secs: u64,
 }
 
 #[derive(Serialize)]
@@ -98,6 +100,11 @@ pub fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let storage = open_storage(&config)?;
     info!(path = %config.storage.path.display(), "storage open");
+    if let Some(path) = crate::http::bootstrap_admin_key(storage.as_ref(), &config.storage.path)
+        .context("cannot create the administrator API key")?
+    {
+        info!(path = %path.display(), "first start: the administrator API key is in this file");
+    }
     let metrics = Metrics::new(Arc::clone(&storage)).context("cannot set up metrics")?;
     let housekeeping = Housekeeping::start(Arc::clone(&storage), &config.storage);
     // The engine's file descriptors are what storage (its SST files, plus a few for the WAL,
@@ -121,6 +128,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         engine: Arc::clone(&engine),
         started: Instant::now(),
+        sync_timeout_secs: config.api.sync_timeout_secs,
     });
     let max_body = config.api.max_body_bytes;
     let app_state = state.clone();
@@ -129,7 +137,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(max_body))
-            .app_data(web::JsonConfig::default().limit(max_body))
+            .app_data(crate::http::json_config(max_body))
             .wrap_fn(move |req, srv| {
                 let started = Instant::now();
                 let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
@@ -152,6 +160,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
             .route("/healthz", web::get().to(get_healthz))
             .route("/metrics", web::get().to(get_metrics))
+            .configure(crate::http::configure)
             .default_service(web::to(no_route))
     })
     .disable_signals()

@@ -20,7 +20,7 @@ Reason codes are integers. paho reports MQTT 3.1.1 results with their MQTT 5 equ
 from_server false). Exit status: 0 when the command ran to its end (whatever the server said),
 2 for a usage error, 3 when the connection could not be made at all.
 
-Subcommands: connect, subscribe, publish, raw. See --help of each.
+Subcommands: connect, subscribe, publish, raw, device. See --help of each.
 """
 
 import argparse
@@ -242,6 +242,59 @@ def cmd_publish(args):
     emit("done", published=published, acked=acked, puback_codes=codes)
 
 
+def cmd_device(args):
+    """A device of the IoTDA topic tree: optionally reports properties, then answers every
+    platform request on its implicit subscriptions (commands, property set and get) until the
+    time is up, and reports each downlink as a "message" line."""
+    s = Session(args)
+    base = f"$oc/devices/{args.username}/sys/"
+    state = json.loads(args.properties) if args.properties else {}
+
+    def answer(topic, payload):
+        rest = topic[len(base):]
+        if "/request_id=" not in rest:
+            return
+        kind, rid = rest.split("/request_id=", 1)
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            body = {}
+        if kind == "commands":
+            reply = {"result_code": 0, "response_name": "COMMAND_RESPONSE",
+                     "paras": {"result": "done", "command_name": body.get("command_name")}}
+        elif kind == "properties/set":
+            for svc in body.get("services", []):
+                state.setdefault(svc["service_id"], {}).update(svc.get("properties", {}))
+            reply = {"result_code": 0, "result_desc": "success"}
+        elif kind == "properties/get":
+            wanted = body.get("service_id")
+            reply = {"services": [{"service_id": k, "properties": v}
+                                  for k, v in state.items() if wanted in (None, k)]}
+        else:
+            return
+        if args.silent:
+            return
+        s.client.publish(f"{base}{kind}/response/request_id={rid}", json.dumps(reply), qos=0)
+
+    def on_message(client, userdata, msg):
+        s.messages += 1
+        text = payload_text(msg.payload)
+        emit("message", topic=msg.topic, payload=text, qos=msg.qos)
+        answer(msg.topic, text)
+
+    s.client.on_message = on_message
+    if not s.connect():
+        emit("done", messages=0)
+        return
+    if args.report:
+        s.client.publish(base + "properties/report", args.report, qos=1)
+        s.loop_until(lambda: False, 0.2)
+    emit("ready")
+    s.hold(args.wait)
+    s.finish(args.finish)
+    emit("done", messages=s.messages)
+
+
 # --- raw socket -------------------------------------------------------------------------------
 
 
@@ -430,6 +483,14 @@ def main():
     p.add_argument("--interval", type=float, default=0, help="seconds between publications")
     p.add_argument("--wait-disconnect", type=float, default=0, help="seconds to wait for the server to close")
     p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("device", help="report properties, then answer platform requests")
+    paho_common(p)
+    p.add_argument("--report", help="a properties/report payload to send after connecting")
+    p.add_argument("--properties", help="JSON {service_id: {name: value}} answered to properties/get")
+    p.add_argument("--silent", action="store_true", help="receive requests but never answer")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to stay connected")
+    p.set_defaults(func=cmd_device)
 
     p = sub.add_parser("raw", help="hand-built CONNECT, then silence (or DISCONNECT); report the close")
     common(p)

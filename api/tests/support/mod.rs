@@ -667,6 +667,80 @@ impl TestServer {
         }
     }
 
+    /// The administrator API key written at first start.
+    pub(crate) fn admin_key(&self) -> String {
+        let path = self.data.path().join("store").join("admin-api-key");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// Calls the application API: `method` on `path` (after `/v5/iot/test`) with `key` as
+    /// bearer (none when empty) and `body` as JSON. Returns the status and the JSON answer
+    /// (`null` for an empty one); fails on an answer that is not JSON.
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let raw = body.map(|b| b.to_string());
+        self.call_raw(method, path, key, "application/json", raw.as_deref())
+    }
+
+    /// Like [`TestServer::call`] with a body sent as is, with `content_type`.
+    pub(crate) fn call_raw(
+        &self,
+        method: &str,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Option<&str>,
+    ) -> (u16, Value) {
+        let url = format!("{}/v5/iot/test{path}", self.api);
+        let auth = format!("Bearer {key}");
+        let with_auth = |r: ureq::RequestBuilder<ureq::typestate::WithBody>| {
+            if key.is_empty() {
+                r
+            } else {
+                r.header("Authorization", &auth)
+            }
+        };
+        let without_body = |r: ureq::RequestBuilder<ureq::typestate::WithoutBody>| {
+            if key.is_empty() {
+                r
+            } else {
+                r.header("Authorization", &auth)
+            }
+        };
+        let result = match (method, body) {
+            ("GET", _) => without_body(self.agent.get(&url)).call(),
+            ("DELETE", _) => without_body(self.agent.delete(&url)).call(),
+            ("POST", Some(b)) => with_auth(self.agent.post(&url))
+                .content_type(content_type)
+                .send(b.as_bytes()),
+            ("POST", None) => with_auth(self.agent.post(&url)).send_empty(),
+            ("PUT", Some(b)) => with_auth(self.agent.put(&url))
+                .content_type(content_type)
+                .send(b.as_bytes()),
+            ("PUT", None) => with_auth(self.agent.put(&url)).send_empty(),
+            _ => panic!("unsupported call {method}"),
+        };
+        let mut res = result.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = res.status().as_u16();
+        let text = res.body_mut().read_to_string().expect("answer body");
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{method} {path} answered {status} non-JSON ({e}): {text}")
+            })
+        };
+        (status, json)
+    }
+
     /// Everything the server logged so far.
     pub(crate) fn log(&self) -> String {
         self.lines.lock().unwrap().join("\n")

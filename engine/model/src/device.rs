@@ -246,6 +246,34 @@ impl Device {
         self.gateway_id != self.device_id
     }
 
+    /// Checks the fields a user sets: name (at most 256 characters), description (2,048),
+    /// tags (key 1–64, value 0–128 printable characters) and extension info (at most 1 KiB of
+    /// JSON). Every problem is reported.
+    pub fn validate(&self) -> Result<(), crate::ValidationError> {
+        let mut p = crate::error::Problems::new();
+        let printable = |s: &str| !s.chars().any(char::is_control);
+        if self.device_name.chars().count() > 256 || !printable(&self.device_name) {
+            p.push(
+                "device_name",
+                "at most 256 characters, no control characters",
+            );
+        }
+        if self.description.chars().count() > 2048 {
+            p.push("description", "at most 2048 characters");
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            if let Err(e) = Tag::new(t.tag_key.clone(), t.tag_value.clone()) {
+                p.push(format!("tags[{i}]"), e.to_string());
+            }
+        }
+        if let Some(info) = &self.extension_info
+            && info.to_string().len() > 1024
+        {
+            p.push("extension_info", "at most 1024 bytes of JSON");
+        }
+        p.finish()
+    }
+
     /// Applies a status event, keeping the online/offline timestamps in step.
     pub fn apply_status(
         &mut self,

@@ -1,0 +1,359 @@
+//! Talking to a device through the platform (spec/app-side.md §1.2, §1.4–§1.6): the device
+//! shadow, synchronous commands, property set and get, and messages down.
+//!
+//! A synchronous call needs the device online and waits for its answer: the HTTP response
+//! carries the device's response, or a distinct error — 409 `FLEETGATE.DEVICE_OFFLINE` when
+//! the device is not connected (at once, no waiting), 504 `FLEETGATE.DEVICE_TIMEOUT` when it
+//! does not answer within `api.sync_timeout_secs` (20 s by default), 502
+//! `FLEETGATE.BAD_DEVICE_RESPONSE` when its answer is malformed, 503 when the platform cannot
+//! take more requests. Commands and properties are checked against the product model first.
+//!
+//! Messages down are delivered at once to an online device; to an offline one the call
+//! answers 409 `FLEETGATE.DEVICE_OFFLINE` for now — the per-device message cache of the
+//! spec (20 messages, delivered at reconnect) arrives with the durable command cache.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use fleetgate_engine::platform::{OutgoingMessage, RequestError, ResponseError};
+use fleetgate_model::payload::{
+    CommandRequest, PropertyGetRequest, PropertySetRequest, ServiceProperties,
+};
+use fleetgate_model::shadow::Shadow;
+use fleetgate_model::topic::RequestKind;
+use fleetgate_model::validate::{PropertyUse, validate_command, validate_properties};
+use fleetgate_model::{DeviceId, ServiceId, Timestamp};
+use fleetgate_storage::{Durability, StorageError};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{Caller, blocking, devices, from_json};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/devices/{device_id}/shadow", web::get().to(get_shadow))
+        .route("/devices/{device_id}/shadow", web::put().to(put_shadow))
+        .route("/devices/{device_id}/commands", web::post().to(command))
+        .route(
+            "/devices/{device_id}/properties",
+            web::put().to(set_properties),
+        )
+        .route(
+            "/devices/{device_id}/properties",
+            web::get().to(get_properties),
+        )
+        .route("/devices/{device_id}/messages", web::post().to(message));
+}
+
+fn status(code: u16) -> actix_web::http::StatusCode {
+    actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY)
+}
+
+fn request_error(e: RequestError) -> ApiError {
+    match e {
+        RequestError::Offline => ApiError::new(
+            status(409),
+            "FLEETGATE.DEVICE_OFFLINE",
+            "the device is offline; synchronous calls need it connected",
+        ),
+        RequestError::Busy | RequestError::TooMany => {
+            ApiError::new(status(503), "FLEETGATE.BUSY", e.to_string())
+        }
+        RequestError::UnknownDevice => ApiError::not_found("device", "requested"),
+        RequestError::InvalidBody(m) => ApiError::bad_request(m),
+        other => ApiError::internal(other),
+    }
+}
+
+/// Sends a request and waits for the device's answer, within the configured timeout.
+async fn ask(
+    state: &AppState,
+    device: &DeviceId,
+    kind: RequestKind,
+    body: Value,
+) -> Result<(String, Value), ApiError> {
+    let pending = state
+        .engine
+        .platform()
+        .request(device, kind, body)
+        .map_err(request_error)?;
+    let request_id = pending.request_id().to_string();
+    let timeout = Duration::from_secs(state.sync_timeout_secs);
+    match tokio::time::timeout(timeout, pending).await {
+        Ok(Ok(answer)) => Ok((request_id, answer.body)),
+        Ok(Err(ResponseError::Malformed(m))) => Err(ApiError::new(
+            status(502),
+            "FLEETGATE.BAD_DEVICE_RESPONSE",
+            format!("the device answered with an invalid response: {m}"),
+        )),
+        Ok(Err(ResponseError::Closed)) => Err(ApiError::unavailable("the platform")),
+        Err(_) => Err(ApiError::new(
+            status(504),
+            "FLEETGATE.DEVICE_TIMEOUT",
+            format!("the device did not answer within {} s", timeout.as_secs()),
+        )),
+    }
+}
+
+async fn get_shadow(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let storage = Arc::clone(&state.storage);
+    let did = id.clone();
+    let shadow = blocking(move || {
+        devices::owned(storage.as_ref(), &caller, &did)?;
+        Ok(storage.get_shadow(&did)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(shadow_body(&id, &shadow)))
+}
+
+fn shadow_body(id: &DeviceId, shadow: &Shadow) -> Value {
+    let services: Vec<Value> = shadow
+        .to_wire(None)
+        .into_iter()
+        .map(|s| serde_json::to_value(s).unwrap_or(Value::Null))
+        .collect();
+    json!({"device_id": id, "shadow": services})
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredService {
+    service_id: ServiceId,
+    desired: Map<String, Value>,
+    /// The version the caller last read; refused with 409 when the stored one differs.
+    #[serde(default)]
+    version: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DesiredBody {
+    shadow: Vec<DesiredService>,
+}
+
+/// Writes desired values (checked against the product model, keys per §7.2), all services or
+/// none, then pushes them to the device if it is online (otherwise at its next connect or
+/// report).
+async fn put_shadow(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body: DesiredBody = from_json(body.into_inner())?;
+    if body.shadow.is_empty() {
+        return Err(ApiError::bad_request(
+            "shadow must name at least one service",
+        ));
+    }
+    let storage = Arc::clone(&state.storage);
+    let did = id.clone();
+    let shadow = blocking(move || {
+        let device = devices::owned(storage.as_ref(), &caller, &did)?;
+        let product = storage
+            .get_product(&device.product_id)?
+            .ok_or_else(|| ApiError::not_found("product", &device.product_id))?;
+        let services: Vec<ServiceProperties> = body
+            .shadow
+            .iter()
+            .map(|s| ServiceProperties {
+                service_id: s.service_id.clone(),
+                properties: s.desired.clone(),
+                event_time: None,
+            })
+            .collect();
+        validate_properties(&product, &services, PropertyUse::Write)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let now = Timestamp::now();
+        Ok(
+            storage.update_shadow(&did, Durability::Synced, &mut |sh: &mut Shadow| {
+                let mut next = sh.clone();
+                for s in &body.shadow {
+                    next.set_desired(&s.service_id, &s.desired, s.version, now)
+                        .map_err(|e| match e {
+                            fleetgate_model::shadow::ShadowError::VersionConflict { .. } => {
+                                StorageError::abort(ApiError::conflict(e.to_string()))
+                            }
+                            other => StorageError::abort(ApiError::bad_request(other.to_string())),
+                        })?;
+                }
+                *sh = next;
+                Ok(())
+            })?,
+        )
+    })
+    .await?;
+    // Pushed when the device is online; otherwise at its next connect or report.
+    let _ = state.engine.platform().push_desired(&id);
+    Ok(HttpResponse::Ok().json(shadow_body(&id, &shadow)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandBody {
+    #[serde(default)]
+    service_id: Option<ServiceId>,
+    command_name: String,
+    #[serde(default)]
+    paras: Value,
+}
+
+/// Checks that `id` is the caller's and returns its product, off the async workers.
+async fn owned_with_product(
+    state: &AppState,
+    caller: Caller,
+    id: &DeviceId,
+) -> Result<fleetgate_model::product::Product, ApiError> {
+    let storage = Arc::clone(&state.storage);
+    let did = id.clone();
+    blocking(move || {
+        let device = devices::owned(storage.as_ref(), &caller, &did)?;
+        storage
+            .get_product(&device.product_id)?
+            .ok_or_else(|| ApiError::not_found("product", &device.product_id))
+    })
+    .await
+}
+
+/// `POST .../devices/{id}/commands`: a synchronous command (§1.2).
+async fn command(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body: CommandBody = from_json(body.into_inner())?;
+    let product = owned_with_product(&state, caller, &id).await?;
+    validate_command(
+        &product,
+        body.service_id.as_ref(),
+        &body.command_name,
+        &body.paras,
+    )
+    .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = CommandRequest {
+        object_device_id: Some(id.clone()),
+        service_id: body.service_id,
+        command_name: Some(body.command_name),
+        paras: body.paras,
+    };
+    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    let (command_id, response) = ask(&state, &id, RequestKind::Command, request).await?;
+    Ok(HttpResponse::Ok().json(json!({"command_id": command_id, "response": response})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetBody {
+    services: Vec<ServiceProperties>,
+}
+
+/// `PUT .../devices/{id}/properties`: a synchronous property set (§1.4).
+async fn set_properties(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body: SetBody = from_json(body.into_inner())?;
+    let product = owned_with_product(&state, caller, &id).await?;
+    validate_properties(&product, &body.services, PropertyUse::Write)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let request = PropertySetRequest {
+        object_device_id: Some(id.clone()),
+        services: body.services,
+    };
+    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    let (request_id, response) = ask(&state, &id, RequestKind::PropertiesSet, request).await?;
+    Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetQuery {
+    #[serde(default)]
+    service_id: Option<ServiceId>,
+}
+
+/// `GET .../devices/{id}/properties?service_id=`: asks the device (§1.4).
+async fn get_properties(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    query: web::Query<GetQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let product = owned_with_product(&state, caller, &id).await?;
+    let service_id = query.into_inner().service_id;
+    if let Some(s) = &service_id
+        && !product
+            .service_capabilities
+            .iter()
+            .any(|c| &c.service_id == s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "service_id {s} is not in the product model"
+        )));
+    }
+    let request = PropertyGetRequest {
+        object_device_id: Some(id.clone()),
+        service_id,
+    };
+    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    let (request_id, response) = ask(&state, &id, RequestKind::PropertiesGet, request).await?;
+    Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MessageBody {
+    #[serde(default)]
+    message_id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    message: Value,
+    /// A custom topic suffix: delivered on `$oc/devices/{id}/user/{topic}`.
+    #[serde(default)]
+    topic: Option<String>,
+}
+
+/// `POST .../devices/{id}/messages`: a model-free message down (§1.6), delivered now when
+/// the device is online.
+async fn message(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body: MessageBody = from_json(body.into_inner())?;
+    owned_with_product(&state, caller, &id).await?;
+    let message_id = state
+        .engine
+        .platform()
+        .send_message(
+            &id,
+            OutgoingMessage {
+                message_id: body.message_id,
+                name: body.name,
+                content: body.message,
+                object_device_id: None,
+                topic: body.topic,
+            },
+        )
+        .map_err(request_error)?;
+    Ok(HttpResponse::Created().json(json!({
+        "message_id": message_id,
+        "result": {"status": "DELIVERED", "created_time": Timestamp::now().to_compact()},
+    })))
+}

@@ -1,0 +1,160 @@
+//! Products and their product models (spec/device-management.md §2.1, §3): create, get, list,
+//! update and delete, each validated against the model's rules. A product belongs to the
+//! application that created it.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use fleetgate_model::product::Product;
+use fleetgate_model::{AppId, ProductId};
+use fleetgate_storage::{Storage, StorageError};
+use serde_json::Value;
+
+use super::{Caller, PageQuery, blocking, from_json, listing, object};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/products", web::post().to(create))
+        .route("/products", web::get().to(list))
+        .route("/products/{product_id}", web::get().to(get))
+        .route("/products/{product_id}", web::put().to(update))
+        .route("/products/{product_id}", web::delete().to(delete));
+}
+
+/// Fields the platform sets, which a caller may not change.
+const FIXED: [&str; 3] = ["product_id", "app_id", "create_time"];
+
+/// Reads a product of the caller's application (404 for anyone else's).
+pub(super) fn owned(
+    storage: &dyn Storage,
+    caller: &Caller,
+    id: &ProductId,
+) -> Result<Product, ApiError> {
+    match storage.get_product(id)? {
+        Some(p) if caller.owns(&p.app_id) => Ok(p),
+        _ => Err(ApiError::not_found("product", id)),
+    }
+}
+
+fn check_app(body: &serde_json::Map<String, Value>, app: &AppId) -> Result<(), ApiError> {
+    match body.get("app_id") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s == app.as_str() => Ok(()),
+        Some(_) => Err(ApiError::forbidden(
+            "app_id must be the calling application's",
+        )),
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let mut body = object(body.into_inner())?;
+    check_app(&body, caller.app_id())?;
+    body.insert("app_id".into(), caller.app_id().as_str().into());
+    if !matches!(body.get("product_id"), Some(Value::String(_))) {
+        body.insert(
+            "product_id".into(),
+            uuid::Uuid::new_v4().simple().to_string()[..24].into(),
+        );
+    }
+    body.remove("create_time");
+    let product: Product = from_json(Value::Object(body))?;
+    product
+        .validate()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let storage = Arc::clone(&state.storage);
+    let stored = product.clone();
+    blocking(move || Ok(storage.create_product(&stored)?)).await?;
+    Ok(HttpResponse::Created().json(product))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page.limit()?;
+    let storage = Arc::clone(&state.storage);
+    let marker = page.into_inner().marker;
+    let app = caller.app_id().clone();
+    let page =
+        blocking(move || Ok(storage.list_products(Some(&app), marker.as_deref(), limit)?)).await?;
+    listing("products", page.items, page.next)
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, ProductId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let storage = Arc::clone(&state.storage);
+    let product = blocking(move || owned(storage.as_ref(), &caller, &id)).await?;
+    Ok(HttpResponse::Ok().json(product))
+}
+
+/// Replaces the fields the body names; the others keep their values. The result is validated
+/// as a whole, and sessions of the product's devices pick up new limits and topics.
+async fn update(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, ProductId)>,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let changes = object(body.into_inner())?;
+    for key in FIXED {
+        if changes.contains_key(key) && key != "app_id" {
+            return Err(ApiError::bad_request(format!("{key} cannot be changed")));
+        }
+    }
+    check_app(&changes, caller.app_id())?;
+    let storage = Arc::clone(&state.storage);
+    let pid = id.clone();
+    let updated = blocking(move || {
+        owned(storage.as_ref(), &caller, &pid)?;
+        let updated = storage.update_product(&pid, &mut |p: &mut Product| {
+            let mut merged = match serde_json::to_value(&*p) {
+                Ok(Value::Object(m)) => m,
+                _ => {
+                    return Err(StorageError::abort(ApiError::internal(
+                        "product is not an object",
+                    )));
+                }
+            };
+            for (k, v) in &changes {
+                merged.insert(k.clone(), v.clone());
+            }
+            let next: Product = from_json(Value::Object(merged)).map_err(StorageError::abort)?;
+            next.validate()
+                .map_err(|e| StorageError::abort(ApiError::bad_request(e.to_string())))?;
+            *p = next;
+            Ok(())
+        })?;
+        Ok(updated)
+    })
+    .await?;
+    state.engine.invalidate_product(&id);
+    Ok(HttpResponse::Ok().json(updated))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, ProductId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let storage = Arc::clone(&state.storage);
+    let pid = id.clone();
+    blocking(move || {
+        owned(storage.as_ref(), &caller, &pid)?;
+        Ok(storage.delete_product(&pid)?)
+    })
+    .await?;
+    state.engine.invalidate_product(&id);
+    Ok(HttpResponse::NoContent().finish())
+}
