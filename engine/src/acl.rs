@@ -81,9 +81,11 @@ impl AclRules {
         self.rules.is_empty()
     }
 
+    /// The access the first matching rule gives. A rule applies only to devices of the
+    /// resource space that owns it, so one application's rules never reach another's devices.
     fn decide(
         &self,
-        device: &DeviceId,
+        info: &DeviceInfo,
         username: &str,
         action: AclAction,
         topic: &str,
@@ -91,9 +93,12 @@ impl AclRules {
         self.rules
             .iter()
             .find(|r| {
+                if r.app_id != info.product.app_id {
+                    return false;
+                }
                 let scope = match &r.scope {
                     AclScope::All => true,
-                    AclScope::DeviceId(d) => d == device,
+                    AclScope::DeviceId(d) => *d == info.device_id,
                     AclScope::Username(u) => u == username,
                 };
                 let act = r.action == AclAction::All || r.action == action;
@@ -153,7 +158,7 @@ fn custom_permission<'a>(info: &'a DeviceInfo, suffix: &str) -> Option<&'a Custo
 
 /// Whether a device may publish on `topic`.
 pub fn may_publish(info: &DeviceInfo, username: &str, topic: &str, rules: &AclRules) -> bool {
-    if let Some(access) = rules.decide(&info.device_id, username, AclAction::Publish, topic) {
+    if let Some(access) = rules.decide(info, username, AclAction::Publish, topic) {
         return access == AclAccess::Allow;
     }
     match DeviceTopic::parse(topic) {
@@ -187,7 +192,7 @@ pub fn may_subscribe(
         return None;
     }
     let own = own_filter(info, filter);
-    match rules.decide(&info.device_id, username, AclAction::Subscribe, filter) {
+    match rules.decide(info, username, AclAction::Subscribe, filter) {
         Some(AclAccess::Allow) => Some(if own {
             SubscribeScope::Own
         } else {

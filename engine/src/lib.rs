@@ -11,7 +11,8 @@
 //!   device status in storage;
 //! - [`platform`]: the device-side semantics over MQTT (property reports and the shadow,
 //!   messages, events, time sync, commands and property requests);
-//! - [`metrics`]: per-shard counters summed on scrape.
+//! - [`metrics`]: per-shard counters summed on scrape;
+//! - [`ops`]: administrative operations on live sessions for the application API.
 
 pub mod acl;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod engine;
 pub mod flow;
 pub mod metrics;
+pub mod ops;
 pub mod platform;
 pub mod presence;
 pub mod queue;

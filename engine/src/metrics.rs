@@ -173,6 +173,14 @@ impl ShardMetrics {
     pub fn add(&self, c: Counter, n: u64) {
         bump(&self.counters[c as usize], n);
     }
+    /// Packets of one kind received.
+    pub fn packets_in_of(&self, k: PacketKind) -> u64 {
+        self.packets_in[k as usize].load(Ordering::Relaxed)
+    }
+    /// Packets of one kind sent.
+    pub fn packets_out_of(&self, k: PacketKind) -> u64 {
+        self.packets_out[k as usize].load(Ordering::Relaxed)
+    }
     /// A plain counter's value.
     pub fn get(&self, c: Counter) -> u64 {
         self.counters[c as usize].load(Ordering::Relaxed)

@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TrySendError};
 use crate::queue::{BoundedSender, bounded};
 use fleetgate_codec::mqtt::bytes::Bytes;
 use fleetgate_codec::mqtt::bytestring::ByteString;
-use fleetgate_model::{DeviceId, Timestamp};
+use fleetgate_model::{AppId, DeviceId, Timestamp};
 
 use crate::config::UpstreamPolicy;
 use crate::metrics::CloseReason;
@@ -64,6 +64,8 @@ pub struct Disconnected {
 pub struct Published {
     /// The publishing device.
     pub device_id: DeviceId,
+    /// Its application.
+    pub app_id: AppId,
     /// The topic (aliases resolved).
     pub topic: ByteString,
     /// The payload, untouched.

@@ -115,6 +115,9 @@ pub trait DeviceStore {
     fn get_credential(&self, id: &DeviceId) -> Result<Option<Credential>>;
     /// Replaces a device's credential (reset secret). Synced.
     fn set_credential(&self, id: &DeviceId, credential: &Credential) -> Result<()>;
+    /// Removes a device's credential, so that it cannot connect until a new one is set;
+    /// returns whether there was one. Synced.
+    fn delete_credential(&self, id: &DeviceId) -> Result<bool>;
     /// Changes a device. Ids, product and node id cannot change; groups change only through
     /// [`GroupStore`]; indexes follow status, gateway and tag changes.
     fn update_device(

@@ -111,6 +111,7 @@ impl Fixture {
     fn publish(&self, device: &DeviceId, suffix: &str, payload: impl Into<Bytes>) {
         let p = Published {
             device_id: device.clone(),
+            app_id: testing::app(),
             topic: format!("$oc/devices/{device}/sys/{suffix}").into(),
             payload: payload.into(),
             qos: 1,

@@ -378,6 +378,7 @@ impl SessionState {
 fn will_publication(device: &Arc<DeviceInfo>, will: &Will, env: &Env<'_>) -> Published {
     Published {
         device_id: device.device_id.clone(),
+        app_id: device.product.app_id.clone(),
         topic: will.topic.clone(),
         payload: will.payload.clone(),
         qos: will.qos.value(),

@@ -8,6 +8,7 @@ use super::{Action, Env, SessionState};
 use crate::acl::{SubscribeScope, may_publish, may_subscribe};
 use crate::flow::Take;
 use crate::metrics::{AclAction, CloseReason, Throttle};
+use crate::ops::{OpsError, SubscribeOutcome};
 use crate::time::Millis;
 use crate::upstream::Published;
 
@@ -136,6 +137,7 @@ impl SessionState {
         }
         env.actions.push(Action::Upstream(Published {
             device_id: device.device_id.clone(),
+            app_id: device.product.app_id.clone(),
             topic,
             payload: p.payload,
             qos: p.qos.value(),
@@ -247,43 +249,13 @@ impl SessionState {
         let own = device.device_id.to_string();
         let mut status = Vec::with_capacity(s.topic_filters.len());
         for (filter, opts) in s.topic_filters {
-            let reason = if filter.starts_with("$share/") {
-                R::SharedSubscriptionNotSupported
-            } else if fleetgate_model::topic::validate_filter(&filter).is_err() {
-                R::TopicFilterInvalid
-            } else {
-                match may_subscribe(&device, &own, &filter, env.acl) {
-                    None => {
-                        env.metrics.acl_denied(AclAction::Subscribe);
-                        R::NotAuthorized
-                    }
-                    Some(scope) => {
-                        // System topics are delivered at QoS 0 or 1 (spec §3.2); other topics up
-                        // to QoS 2.
-                        let system = scope == SubscribeScope::Own
-                            && crate::acl::families_covered(&filter, &own) != 0;
-                        let cap = if system {
-                            QoS::AtLeastOnce
-                        } else {
-                            QoS::ExactlyOnce
-                        };
-                        let qos = opts.qos.less_value(cap);
-                        if scope == SubscribeScope::Granted {
-                            env.actions.push(Action::Route {
-                                filter: filter.clone(),
-                                qos: Some(qos),
-                            });
-                        }
-                        self.persistent_mut()
-                            .subscriptions
-                            .insert(filter, qos, &own);
-                        match qos {
-                            QoS::AtMostOnce => R::GrantedQos0,
-                            QoS::AtLeastOnce => R::GrantedQos1,
-                            QoS::ExactlyOnce => R::GrantedQos2,
-                        }
-                    }
-                }
+            let reason = match self.grant(&device, &own, filter, opts.qos, env) {
+                Ok(QoS::AtMostOnce) => R::GrantedQos0,
+                Ok(QoS::AtLeastOnce) => R::GrantedQos1,
+                Ok(QoS::ExactlyOnce) => R::GrantedQos2,
+                Err(Refused::Shared) => R::SharedSubscriptionNotSupported,
+                Err(Refused::Invalid) => R::TopicFilterInvalid,
+                Err(Refused::NotAuthorized) => R::NotAuthorized,
             };
             status.push(reason);
         }
@@ -302,20 +274,9 @@ impl SessionState {
             .as_ref()
             .map(|d| d.device_id.to_string())
             .unwrap_or_default();
-        let own_tree = format!("{}{own}/", fleetgate_model::topic::OC_PREFIX);
         let mut status = Vec::with_capacity(u.topic_filters.len());
         for f in &u.topic_filters {
-            let removed = self
-                .persistent
-                .as_mut()
-                .is_some_and(|p| p.subscriptions.remove(f, &own));
-            if removed && !f.starts_with(&own_tree) {
-                env.actions.push(Action::Route {
-                    filter: f.clone(),
-                    qos: None,
-                });
-            }
-            status.push(if removed {
+            status.push(if self.ungrant(&own, f, env) {
                 v5::UnsubscribeAckReason::Success
             } else {
                 v5::UnsubscribeAckReason::NoSubscriptionExisted
@@ -329,4 +290,111 @@ impl SessionState {
         };
         self.send(v5::Packet::UnsubscribeAck(ack), env);
     }
+
+    /// Checks `filter` against the ACL and, when allowed, adds it to the subscriptions (with a
+    /// route when it lies outside the device's tree); returns the QoS granted.
+    fn grant(
+        &mut self,
+        device: &crate::acl::DeviceInfo,
+        own: &str,
+        filter: ByteString,
+        asked: QoS,
+        env: &mut Env<'_>,
+    ) -> Result<QoS, Refused> {
+        if filter.starts_with("$share/") {
+            return Err(Refused::Shared);
+        }
+        if fleetgate_model::topic::validate_filter(&filter).is_err() {
+            return Err(Refused::Invalid);
+        }
+        let Some(scope) = may_subscribe(device, own, &filter, env.acl) else {
+            env.metrics.acl_denied(AclAction::Subscribe);
+            return Err(Refused::NotAuthorized);
+        };
+        // System topics are delivered at QoS 0 or 1 (spec §3.2); other topics up to QoS 2.
+        let system =
+            scope == SubscribeScope::Own && crate::acl::families_covered(&filter, own) != 0;
+        let cap = if system {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        let qos = asked.less_value(cap);
+        if scope == SubscribeScope::Granted {
+            env.actions.push(Action::Route {
+                filter: filter.clone(),
+                qos: Some(qos),
+            });
+        }
+        self.persistent_mut().subscriptions.insert(filter, qos, own);
+        Ok(qos)
+    }
+
+    /// Removes a subscription (and its route); returns whether it existed.
+    fn ungrant(&mut self, own: &str, filter: &ByteString, env: &mut Env<'_>) -> bool {
+        let own_tree = format!("{}{own}/", fleetgate_model::topic::OC_PREFIX);
+        let removed = self
+            .persistent
+            .as_mut()
+            .is_some_and(|p| p.subscriptions.remove(filter, own));
+        if removed && !filter.starts_with(&own_tree) {
+            env.actions.push(Action::Route {
+                filter: filter.clone(),
+                qos: None,
+            });
+        }
+        removed
+    }
+
+    /// Subscribes the established session to `filter` on the device's behalf (the
+    /// application API's proxy subscription, spec/app-side.md §10 row 8): the same checks as a
+    /// SUBSCRIBE from the device, without a SUBACK.
+    pub fn proxy_subscribe(
+        &mut self,
+        filter: ByteString,
+        qos: QoS,
+        env: &mut Env<'_>,
+    ) -> Result<SubscribeOutcome, OpsError> {
+        let Some(device) = self
+            .device
+            .clone()
+            .filter(|_| self.phase == super::Phase::Connected)
+        else {
+            return Err(OpsError::Offline);
+        };
+        let own = device.device_id.to_string();
+        let replaced = self
+            .persistent
+            .as_ref()
+            .is_some_and(|p| p.subscriptions.contains(&filter));
+        match self.grant(&device, &own, filter, qos, env) {
+            Ok(granted) => Ok(SubscribeOutcome { granted, replaced }),
+            Err(Refused::NotAuthorized) => Err(OpsError::NotAuthorized),
+            Err(Refused::Shared | Refused::Invalid) => Err(OpsError::InvalidFilter),
+        }
+    }
+
+    /// Removes a subscription of the established session on the device's behalf; returns
+    /// whether it existed.
+    pub fn proxy_unsubscribe(
+        &mut self,
+        filter: &ByteString,
+        env: &mut Env<'_>,
+    ) -> Result<bool, OpsError> {
+        let Some(device) = self
+            .device
+            .clone()
+            .filter(|_| self.phase == super::Phase::Connected)
+        else {
+            return Err(OpsError::Offline);
+        };
+        Ok(self.ungrant(device.device_id.as_str(), filter, env))
+    }
+}
+
+/// Why a subscription is refused.
+enum Refused {
+    Shared,
+    Invalid,
+    NotAuthorized,
 }

@@ -219,6 +219,29 @@ impl SessionState {
         self.keepalive_secs
     }
 
+    /// Number of explicit subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.persistent
+            .as_ref()
+            .map_or(0, |p| p.subscriptions.len())
+    }
+
+    /// Whether the established session receives `topic` (implicitly or explicitly subscribed).
+    pub fn receives(&self, topic: &str) -> bool {
+        let Some(device) = self.device.as_ref() else {
+            return false;
+        };
+        self.phase == Phase::Connected
+            && self
+                .persistent
+                .as_ref()
+                .map_or_else(
+                    || SubscriptionSet::default().qos_for(device, topic),
+                    |p| p.subscriptions.qos_for(device, topic),
+                )
+                .is_some()
+    }
+
     /// Whether frames may be handed in now (not while authenticating or registering: MQTT
     /// lets a client send before CONNACK, and those packets wait in the read buffer).
     pub fn accepts_frames(&self) -> bool {

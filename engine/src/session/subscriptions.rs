@@ -49,6 +49,11 @@ impl SubscriptionSet {
             .fold(0, |bits, (f, _)| bits | families_covered(f, device));
     }
 
+    /// Whether `filter` is one of the explicit filters.
+    pub fn contains(&self, filter: &str) -> bool {
+        self.filters.iter().any(|(f, _)| f == filter)
+    }
+
     /// Number of explicit filters.
     pub fn len(&self) -> usize {
         self.filters.len()

@@ -56,6 +56,8 @@ struct Conn {
     refuse: Option<v5::ConnectAckReason>,
     /// Waiting for [`ShardMsg::HandOff`] from another shard.
     awaiting_handoff: bool,
+    /// When CONNACK was sent (wall clock; the epoch until then), for [`crate::ops`].
+    connected_at: Timestamp,
 }
 
 /// A persistent session whose device is offline.
@@ -111,6 +113,8 @@ pub struct ShardCore {
     live: usize,
     stopping: bool,
 }
+
+mod ops;
 
 /// Whether a takeover produced the old session's state now, or will forward it later.
 enum TakenOver {
@@ -310,6 +314,7 @@ impl ShardCore {
             closed: false,
             refuse,
             awaiting_handoff: false,
+            connected_at: Timestamp::default(),
         };
         let id = self.allocate(Slot::Conn(Box::new(conn)));
         self.live += 1;
@@ -527,13 +532,13 @@ impl ShardCore {
                 }
             }
             Action::Route { filter, qos } => {
-                if let Some(device) = self
+                if let Some((device, app)) = self
                     .conn(id)
                     .and_then(|c| c.session.device())
-                    .map(|d| d.device_id.clone())
+                    .map(|d| (d.device_id.clone(), d.product.app_id.clone()))
                 {
                     match qos {
-                        Some(q) => self.shared.router.subscribe(&device, filter, q),
+                        Some(q) => self.shared.router.subscribe(&device, &app, filter, q),
                         None => self.shared.router.unsubscribe(&device, &filter),
                     }
                 }
@@ -650,6 +655,10 @@ impl ShardCore {
     }
 
     fn established(&mut self, id: ConnId, session_present: bool) {
+        let wall = self.wall;
+        if let Some(conn) = self.conn_mut(id) {
+            conn.connected_at = wall;
+        }
         let Some(conn) = self.conn(id) else { return };
         let Some(device) = conn.session.device() else {
             return;
@@ -1090,6 +1099,7 @@ impl ShardCore {
                     self.expire(id);
                 }
             }
+            ShardMsg::Ops(req) => self.on_ops(*req, io),
             ShardMsg::Shutdown => self.shutdown(io),
         }
     }

@@ -66,6 +66,9 @@ pub enum ShardMsg {
         /// Why, for metrics and the lifecycle event.
         reason: CloseReason,
     },
+    /// An administrative query or change from the application API ([`crate::ops`]); boxed so
+    /// that the hot messages stay small.
+    Ops(Box<crate::ops::OpsRequest>),
     /// Close every connection and stop.
     Shutdown,
 }

@@ -615,3 +615,5 @@ fn kick_and_shutdown_say_why() {
     assert_eq!(disconnect_code(&c.packets(0, b, Version::V5)), Some(0x8b));
     assert!(c.cores[0].is_stopped());
 }
+
+mod ops;

@@ -148,9 +148,23 @@ pub fn device_registration_and_lookup(make: &Make) {
 
     let new_cred = secret();
     s.set_credential(&d.device_id, &new_cred).unwrap();
-    assert_eq!(s.get_credential(&d.device_id).unwrap(), Some(new_cred));
+    assert_eq!(
+        s.get_credential(&d.device_id).unwrap(),
+        Some(new_cred.clone())
+    );
     assert!(matches!(
         s.set_credential(&DeviceId::new("nobody").unwrap(), &secret()),
+        Err(StorageError::NotFound { .. })
+    ));
+    // A revoked credential: the device stays, cannot authenticate, and is consistent.
+    assert!(s.delete_credential(&d.device_id).unwrap());
+    assert!(!s.delete_credential(&d.device_id).unwrap());
+    assert_eq!(s.get_credential(&d.device_id).unwrap(), None);
+    assert!(s.load_for_auth(&d.device_id, 10).unwrap().is_none());
+    assert_consistent(s);
+    s.set_credential(&d.device_id, &new_cred).unwrap();
+    assert!(matches!(
+        s.delete_credential(&DeviceId::new("nobody").unwrap()),
         Err(StorageError::NotFound { .. })
     ));
     assert_consistent(s);

@@ -270,6 +270,21 @@ impl<E: KvEngine> DeviceStore for KvStore<E> {
         self.engine.write(b, Durability::Synced)
     }
 
+    fn delete_credential(&self, id: &DeviceId) -> Result<bool> {
+        let _g = self.lock(&[(LockKind::Device, id.as_str())]);
+        if !self.exists(Cf::Devices, &keys::id(id.as_str()))? {
+            return Err(not_found("device", id));
+        }
+        let key = keys::id(id.as_str());
+        if !self.exists(Cf::Credentials, &key)? {
+            return Ok(false);
+        }
+        let mut b = WriteBatch::new();
+        b.delete(Cf::Credentials, key);
+        self.engine.write(b, Durability::Synced)?;
+        Ok(true)
+    }
+
     fn update_device(
         &self,
         id: &DeviceId,
