@@ -84,6 +84,54 @@ pub struct ApiConfig {
     /// Seconds a synchronous call (command, property set or get) waits for the device's
     /// answer before answering 504 (spec: 20).
     pub sync_timeout_secs: u64,
+    /// `[api.rate_limit]`: per-application token buckets.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[api.rate_limit]`: token buckets per application, one for every authenticated call and
+/// one for the calls that send to a device (commands, property set and get, messages, shadow
+/// desired writes). A rate of 0 is unlimited; a refused call answers 429 with `Retry-After`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitConfig {
+    /// Authenticated calls per second, per application.
+    pub calls_per_sec: u32,
+    /// Calls an idle application may make at once.
+    pub calls_burst: u32,
+    /// Calls that send to a device, per second, per application.
+    pub downlinks_per_sec: u32,
+    /// Device-bound calls an idle application may make at once.
+    pub downlinks_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            calls_per_sec: 200,
+            calls_burst: 400,
+            downlinks_per_sec: 50,
+            downlinks_burst: 100,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn validate(&self, p: &mut Vec<String>) {
+        const MAX: u32 = 1_000_000;
+        for (name, rate, burst) in [
+            ("calls", self.calls_per_sec, self.calls_burst),
+            ("downlinks", self.downlinks_per_sec, self.downlinks_burst),
+        ] {
+            if rate > MAX {
+                p.push(format!("api.rate_limit.{name}_per_sec: at most {MAX}"));
+            }
+            if rate > 0 && !(1..=MAX).contains(&burst) {
+                p.push(format!(
+                    "api.rate_limit.{name}_burst: must be between 1 and {MAX} when {name}_per_sec is set"
+                ));
+            }
+        }
+    }
 }
 
 impl Default for ApiConfig {
@@ -95,6 +143,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1 << 20,
             max_connections: 256,
             sync_timeout_secs: 20,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -293,6 +342,7 @@ impl Config {
         if self.api.workers > 1024 {
             p.push("api.workers: at most 1024".into());
         }
+        self.api.rate_limit.validate(&mut p);
         p.extend(self.engine.validate(&[("api.listen", self.api.listen)]));
         p.extend(self.storage.validate());
         p.extend(self.rocksdb.validate());

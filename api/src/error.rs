@@ -14,6 +14,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable message.
     pub message: String,
+    /// Seconds after which a retry may succeed, sent as `Retry-After` (429, 503).
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -29,6 +31,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: "FLEETGATE.NO_ROUTE",
             message: format!("no route for {method} {path}"),
+            retry_after: None,
         }
     }
 
@@ -38,6 +41,7 @@ impl ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             code: "FLEETGATE.UNAVAILABLE",
             message: format!("{what} is not available"),
+            retry_after: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "FLEETGATE.INTERNAL",
             message: "internal error".into(),
+            retry_after: None,
         }
     }
 }
@@ -59,6 +64,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: the application's token bucket for `what` is empty; retry after `retry_after`
+    /// (rounded up to whole seconds, at least one).
+    pub fn rate_limited(what: &str, retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            code: "FLEETGATE.RATE_LIMITED",
+            message: format!("too many {what} for this application; retry in {secs} s"),
+            retry_after: Some(secs),
         }
     }
 
@@ -138,9 +157,44 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(Body {
+        let mut res = HttpResponse::build(self.status);
+        if let Some(secs) = self.retry_after {
+            res.insert_header((actix_web::http::header::RETRY_AFTER, secs));
+        }
+        res.json(Body {
             error_code: self.code,
             error_msg: &self.message,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn rate_limited_rounds_up_to_whole_seconds_and_sets_the_header() {
+        assert_eq!(
+            ApiError::rate_limited("calls", Duration::from_millis(1)).retry_after,
+            Some(1)
+        );
+        assert_eq!(
+            ApiError::rate_limited("calls", Duration::from_millis(2001)).retry_after,
+            Some(3)
+        );
+        assert_eq!(
+            ApiError::rate_limited("calls", Duration::ZERO).retry_after,
+            Some(1)
+        );
+        let res = ApiError::rate_limited("calls", Duration::from_secs(2)).error_response();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            res.headers()
+                .get(actix_web::http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
     }
 }

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// HTTP request latency by route pattern.
     pub http_duration: HistogramVec,
+    /// Calls refused by the per-application token buckets, by kind (`calls`, `downlinks`).
+    pub rate_limited: IntCounterVec,
 }
 
 /// The storage figures, refreshed from [`Storage::engine_stats`] at scrape time.
@@ -130,10 +132,22 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(http_duration.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "fleetgate_api_rate_limited_total",
+                "API calls refused with 429 by the per-application token buckets, by kind.",
+            ),
+            &["kind"],
+        )?;
+        for kind in ["calls", "downlinks"] {
+            rate_limited.with_label_values(&[kind]);
+        }
+        registry.register(Box::new(rate_limited.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_duration,
+            rate_limited,
         })
     }
 

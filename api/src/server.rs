@@ -33,16 +33,30 @@ pub struct AppState {
     pub started: Instant,
     /// How long a synchronous device call waits for the answer.
     pub sync_timeout_secs: u64,
+    /// The per-application token buckets.
+    pub limits: crate::http::Limits,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Health {
     status: &'static str,
     version: &'static str,
     uptime_secs: u64,
 }
 
-async fn get_healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Health: storage answers a read.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses(
+        (status = 200, description = "Serving", body = Health),
+        (status = 503, description = "Storage is not available", body = crate::http::ErrorBody),
+        (status = 500, description = "Internal error", body = crate::http::ErrorBody),
+    )
+)]
+pub(crate) async fn get_healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let storage = Arc::clone(&state.storage);
     match web::block(move || storage.ping()).await {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
@@ -123,12 +137,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             EngineCollector::new(Arc::clone(&engine)).context("cannot set up engine metrics")?,
         ))
         .context("cannot register engine metrics")?;
+    let limits =
+        crate::http::Limits::new(&config.api.rate_limit, Some(metrics.rate_limited.clone()));
     let state = web::Data::new(AppState {
         storage: Arc::clone(&storage),
         metrics,
         engine: Arc::clone(&engine),
         started: Instant::now(),
         sync_timeout_secs: config.api.sync_timeout_secs,
+        limits,
     });
     let max_body = config.api.max_body_bytes;
     let app_state = state.clone();

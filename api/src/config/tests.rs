@@ -158,3 +158,30 @@ fn values_are_read_as_toml_when_they_can_be() {
     );
     assert_eq!(parse_value("\"quoted\""), Value::String("quoted".into()));
 }
+
+#[test]
+fn rate_limits_are_validated_and_unknown_keys_rejected() {
+    let text = r#"
+        [api.rate_limit]
+        calls_per_sec = 5
+        calls_burst = 0
+        downlinks_per_sec = 2000000
+        downlinks_burst = 1
+        colour = "blue"
+    "#;
+    let err = Config::from_toml(text).unwrap_err();
+    let joined = err.problems.join("\n");
+    for expected in [
+        "api.rate_limit.colour: unknown key",
+        "api.rate_limit.calls_burst: must be between 1 and",
+        "api.rate_limit.downlinks_per_sec: at most",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+    assert_eq!(err.problems.len(), 3, "{joined}");
+    let ok = Config::from_toml("[api.rate_limit]\ncalls_per_sec = 0\ncalls_burst = 0\n").unwrap();
+    assert_eq!(ok.api.rate_limit.calls_per_sec, 0);
+}

@@ -13,26 +13,28 @@ use super::{Caller, PageQuery, blocking, listing};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/apps", web::post().to(create_app))
-        .route("/apps", web::get().to(list_apps))
-        .route("/apps/{app_id}", web::get().to(get_app))
-        .route("/apps/{app_id}", web::delete().to(delete_app))
-        .route("/apps/{app_id}/keys", web::post().to(create_key))
-        .route("/apps/{app_id}/keys", web::get().to(list_keys))
-        .route("/apps/{app_id}/keys/{key_id}", web::delete().to(delete_key));
+api_routes! {
+    post "/apps" => create_app,
+    get "/apps" => list_apps,
+    get "/apps/{app_id}" => get_app,
+    delete "/apps/{app_id}" => delete_app,
+    post "/apps/{app_id}/keys" => create_key,
+    get "/apps/{app_id}/keys" => list_keys,
+    delete "/apps/{app_id}/keys/{key_id}" => delete_key,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewApp {
+    /// Generated when absent.
+    #[schema(value_type = Option<String>)]
     app_id: Option<AppId>,
     name: String,
     #[serde(default)]
     admin: bool,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKey {
     #[serde(default)]
@@ -40,12 +42,50 @@ struct NewKey {
 }
 
 /// A key as listed: never its text or digest.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct KeyView {
     key_id: String,
+    #[schema(value_type = String)]
     app_id: AppId,
     name: String,
+    /// Milliseconds since the Unix epoch.
+    #[schema(value_type = i64)]
     created_at: Timestamp,
+}
+
+/// An application as the API shows it.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AppView {
+    app_id: String,
+    name: String,
+    admin: bool,
+    /// Milliseconds since the Unix epoch.
+    created_at: i64,
+}
+
+/// `POST /apps`: the application and its first key.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CreatedApp {
+    app: AppView,
+    api_key: CreatedKey,
+}
+
+/// A page of applications.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct AppList {
+    apps: Vec<AppView>,
+    /// Absent on the last page.
+    next_marker: Option<String>,
+}
+
+/// An application's keys.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct KeyList {
+    keys: Vec<KeyView>,
 }
 
 impl From<ApiKey> for KeyView {
@@ -60,7 +100,7 @@ impl From<ApiKey> for KeyView {
 }
 
 /// A key just created, with its text.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CreatedKey {
     #[serde(flatten)]
     key: KeyView,
@@ -90,6 +130,9 @@ fn may_manage(caller: &Caller, app: &AppId) -> Result<(), ApiError> {
     }
 }
 
+/// Creates an application with a first API key (administrators only).
+#[utoipa::path(post, path = "/apps", request_body = NewApp,
+    responses((status = 201, description = "The application and its first key (shown once)", body = CreatedApp)))]
 async fn create_app(
     state: web::Data<AppState>,
     caller: Caller,
@@ -127,6 +170,9 @@ async fn create_app(
     })
 }
 
+/// Lists every application (administrators only).
+#[utoipa::path(get, path = "/apps", params(super::PageQuery),
+    responses((status = 200, description = "A page of applications", body = AppList)))]
 async fn list_apps(
     state: web::Data<AppState>,
     caller: Caller,
@@ -140,6 +186,9 @@ async fn list_apps(
     listing("apps", page.items, page.next)
 }
 
+/// Reads an application: the caller's own, or any for an administrator.
+#[utoipa::path(get, path = "/apps/{app_id}", params(("app_id" = String, Path, description = "Application id")),
+    responses((status = 200, description = "The application", body = AppView)))]
 async fn get_app(
     state: web::Data<AppState>,
     caller: Caller,
@@ -157,6 +206,9 @@ async fn get_app(
     Ok(HttpResponse::Ok().json(app))
 }
 
+/// Deletes another application (administrators only).
+#[utoipa::path(delete, path = "/apps/{app_id}", params(("app_id" = String, Path, description = "Application id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_app(
     state: web::Data<AppState>,
     caller: Caller,
@@ -172,6 +224,10 @@ async fn delete_app(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Creates an API key for an application; its text is shown once.
+#[utoipa::path(post, path = "/apps/{app_id}/keys", params(("app_id" = String, Path, description = "Application id")),
+    request_body(content = Option<NewKey>, description = "Optional: the key's name"),
+    responses((status = 201, description = "The key with its text", body = CreatedKey)))]
 async fn create_key(
     state: web::Data<AppState>,
     caller: Caller,
@@ -194,6 +250,9 @@ async fn create_key(
     }))
 }
 
+/// Lists an application's keys (never their text).
+#[utoipa::path(get, path = "/apps/{app_id}/keys", params(("app_id" = String, Path, description = "Application id")),
+    responses((status = 200, description = "The keys", body = KeyList)))]
 async fn list_keys(
     state: web::Data<AppState>,
     caller: Caller,
@@ -210,6 +269,10 @@ async fn list_keys(
     )
 }
 
+/// Deletes one of an application's keys.
+#[utoipa::path(delete, path = "/apps/{app_id}/keys/{key_id}",
+    params(("app_id" = String, Path, description = "Application id"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete_key(
     state: web::Data<AppState>,
     caller: Caller,

@@ -91,7 +91,9 @@ impl FromRequest for Caller {
             let key = key?;
             let state = state.ok_or_else(|| ApiError::internal("no application state"))?;
             let storage = Arc::clone(&state.storage);
-            super::blocking(move || authenticate(storage.as_ref(), &key)).await
+            let caller = super::blocking(move || authenticate(storage.as_ref(), &key)).await?;
+            state.limits.call(&caller)?;
+            Ok(caller)
         })
     }
 }

@@ -20,16 +20,16 @@ use crate::server::AppState;
 /// Most devices in one batch registration.
 pub(super) const MAX_BATCH: usize = 1000;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/devices", web::post().to(create))
-        .route("/devices", web::get().to(list))
-        .route("/devices/batch", web::post().to(create_batch))
-        .route("/devices/{device_id}", web::get().to(get))
-        .route("/devices/{device_id}", web::put().to(update))
-        .route("/devices/{device_id}", web::delete().to(delete))
-        .route("/devices/{device_id}/freeze", web::post().to(freeze))
-        .route("/devices/{device_id}/unfreeze", web::post().to(unfreeze))
-        .route("/devices/{device_id}/action", web::post().to(action));
+api_routes! {
+    post "/devices" => create,
+    get "/devices" => list,
+    post "/devices/batch" => create_batch,
+    get "/devices/{device_id}" => get,
+    put "/devices/{device_id}" => update,
+    delete "/devices/{device_id}" => delete,
+    post "/devices/{device_id}/freeze" => freeze,
+    post "/devices/{device_id}/unfreeze" => unfreeze,
+    post "/devices/{device_id}/action" => action,
 }
 
 /// Reads a device of the caller's application (404 for anyone else's).
@@ -45,10 +45,11 @@ pub(super) fn owned(
 }
 
 /// `auth_info` of a registration: the secret, or none to have one generated.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AuthInfo {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     secret: Option<DeviceSecret>,
     /// Accepted for IoTDA compatibility; only `SECRET` is supported.
     #[serde(default)]
@@ -56,24 +57,30 @@ struct AuthInfo {
 }
 
 /// A registration as the API takes it (IoTDA's AddDevice body).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewDevice {
+    #[schema(value_type = String)]
     product_id: ProductId,
+    #[schema(value_type = String)]
     node_id: NodeId,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     device_id: Option<DeviceId>,
     #[serde(default)]
     device_name: String,
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     gateway_id: Option<DeviceId>,
     #[serde(default)]
     description: String,
     #[serde(default)]
     auth_info: AuthInfo,
     #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
     tags: Vec<Tag>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     extension_info: Option<Value>,
 }
 
@@ -138,6 +145,9 @@ fn register(
     })
 }
 
+/// Registers a device (IoTDA's AddDevice).
+#[utoipa::path(post, path = "/devices", request_body = NewDevice,
+    responses((status = 201, description = "The device, with `auth_info` when the secret was generated (shown once)", body = Object)))]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -149,9 +159,11 @@ async fn create(
     Ok(HttpResponse::Created().json(registered))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Batch {
+    /// 1 to 1000 registrations.
+    #[schema(value_type = Vec<NewDevice>)]
     devices: Vec<Value>,
 }
 
@@ -168,6 +180,9 @@ struct RowResult {
 }
 
 /// Registers each row on its own: a bad row is reported and does not stop the others.
+/// Registers up to 1000 devices, each row on its own.
+#[utoipa::path(post, path = "/devices/batch", request_body = Batch,
+    responses((status = 200, description = "`{succeeded, failed, results: [{index, device | error_code, error_msg}]}`", body = Object)))]
 async fn create_batch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -214,6 +229,9 @@ async fn create_batch(
     })))
 }
 
+/// Reads a device.
+#[utoipa::path(get, path = "/devices/{device_id}", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device", body = Object)))]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -226,16 +244,22 @@ async fn get(
 }
 
 /// Filters of the device listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     product_id: Option<ProductId>,
+    /// `ONLINE`, `OFFLINE`, `ABNORMAL`, `INACTIVE` or `FROZEN`.
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     status: Option<DeviceStatus>,
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     gateway_id: Option<DeviceId>,
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     group_id: Option<GroupId>,
     #[serde(default)]
     tag_key: Option<String>,
@@ -245,11 +269,15 @@ struct ListQuery {
     #[serde(default)]
     node_id: Option<String>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     #[serde(default)]
     marker: Option<String>,
 }
 
+/// Lists the caller's devices, filtered.
+#[utoipa::path(get, path = "/devices", params(ListQuery),
+    responses((status = 200, description = "`{devices: [...], next_marker}`", body = Object)))]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -281,7 +309,7 @@ async fn list(
 }
 
 /// What an update may change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Changes {
     #[serde(default)]
@@ -289,11 +317,16 @@ struct Changes {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     extension_info: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     tags: Option<Vec<Tag>>,
 }
 
+/// Changes a device's name, description, extension info or tags.
+#[utoipa::path(put, path = "/devices/{device_id}", params(("device_id" = String, Path, description = "Device id")), request_body = Changes,
+    responses((status = 200, description = "The device", body = Object)))]
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -332,6 +365,9 @@ async fn update(
     Ok(HttpResponse::Ok().json(device))
 }
 
+/// Deletes a device and disconnects it.
+#[utoipa::path(delete, path = "/devices/{device_id}", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -376,6 +412,9 @@ async fn set_frozen(
     Ok(HttpResponse::Ok().json(device))
 }
 
+/// Freezes a device: it is disconnected and cannot connect.
+#[utoipa::path(post, path = "/devices/{device_id}/freeze", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device", body = Object)))]
 async fn freeze(
     state: web::Data<AppState>,
     caller: Caller,
@@ -384,6 +423,9 @@ async fn freeze(
     set_frozen(state, caller, path.into_inner().1, StatusEvent::Freeze).await
 }
 
+/// Unfreezes a device.
+#[utoipa::path(post, path = "/devices/{device_id}/unfreeze", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The device", body = Object)))]
 async fn unfreeze(
     state: web::Data<AppState>,
     caller: Caller,
@@ -392,16 +434,19 @@ async fn unfreeze(
     set_frozen(state, caller, path.into_inner().1, StatusEvent::Unfreeze).await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ActionQuery {
+    /// `resetSecret`.
     action_id: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResetSecret {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     secret: Option<DeviceSecret>,
     /// Disconnect the device now (default), rather than at its next reconnect.
     #[serde(default)]
@@ -410,6 +455,10 @@ struct ResetSecret {
 
 /// `POST .../devices/{id}/action?action_id=resetSecret` (IoTDA's ResetDeviceSecret): a new
 /// secret, given or generated; the answer shows it once.
+/// `action_id=resetSecret`: sets a new secret, given or generated.
+#[utoipa::path(post, path = "/devices/{device_id}/action", params(("device_id" = String, Path, description = "Device id"), ActionQuery),
+    request_body(content = Option<ResetSecret>, description = "Optional"),
+    responses((status = 200, description = "`{device_id, secret}`", body = Object)))]
 async fn action(
     state: web::Data<AppState>,
     caller: Caller,

@@ -29,17 +29,17 @@ const MAX_TAGS_PER_CALL: usize = 10;
 /// Most storage pages one query by several tags reads to fill a page of answers.
 const MAX_QUERY_ROUNDS: usize = 8;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/device-group", web::post().to(create))
-        .route("/device-group", web::get().to(list))
-        .route("/device-group/{group_id}", web::get().to(get))
-        .route("/device-group/{group_id}", web::put().to(update))
-        .route("/device-group/{group_id}", web::delete().to(delete))
-        .route("/device-group/{group_id}/action", web::post().to(action))
-        .route("/device-group/{group_id}/devices", web::get().to(members))
-        .route("/tags/bind-resource", web::post().to(bind_tags))
-        .route("/tags/unbind-resource", web::post().to(unbind_tags))
-        .route("/resources", web::post().to(query_by_tags));
+api_routes! {
+    post "/device-group" => create,
+    get "/device-group" => list,
+    get "/device-group/{group_id}" => get,
+    put "/device-group/{group_id}" => update,
+    delete "/device-group/{group_id}" => delete,
+    post "/device-group/{group_id}/action" => action,
+    get "/device-group/{group_id}/devices" => members,
+    post "/tags/bind-resource" => bind_tags,
+    post "/tags/unbind-resource" => unbind_tags,
+    post "/resources" => query_by_tags,
 }
 
 /// Reads a group of the caller's application (404 for anyone else's).
@@ -74,20 +74,25 @@ fn check_description(description: &str) -> Result<(), ApiError> {
 // --- groups ----------------------------------------------------------------------------------
 
 /// A new group (IoTDA's AddDeviceGroup body, without sub-groups: the model has none).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewGroup {
     /// Generated when absent.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     group_id: Option<GroupId>,
     name: String,
     #[serde(default)]
     description: String,
     /// Accepted for IoTDA compatibility; must be the caller's own (403 otherwise).
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     app_id: Option<AppId>,
 }
 
+/// Creates a device group (IoTDA's AddDeviceGroup).
+#[utoipa::path(post, path = "/device-group", request_body = NewGroup,
+    responses((status = 201, description = "The group", body = Object)))]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -115,6 +120,9 @@ async fn create(
     Ok(HttpResponse::Created().json(group))
 }
 
+/// Lists the caller's groups.
+#[utoipa::path(get, path = "/device-group", params(super::PageQuery),
+    responses((status = 200, description = "`{device_groups: [...], next_marker}`", body = Object)))]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -129,6 +137,9 @@ async fn list(
     listing("device_groups", page.items, page.next)
 }
 
+/// Reads a group.
+#[utoipa::path(get, path = "/device-group/{group_id}", params(("group_id" = String, Path, description = "Group id")),
+    responses((status = 200, description = "The group", body = Object)))]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -141,7 +152,7 @@ async fn get(
 }
 
 /// What an update may change (IoTDA's UpdateDeviceGroup body).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct GroupChanges {
     #[serde(default)]
@@ -150,6 +161,9 @@ struct GroupChanges {
     description: Option<String>,
 }
 
+/// Changes a group's name or description.
+#[utoipa::path(put, path = "/device-group/{group_id}", params(("group_id" = String, Path, description = "Group id")), request_body = GroupChanges,
+    responses((status = 200, description = "The group", body = Object)))]
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -182,6 +196,9 @@ async fn update(
 }
 
 /// Deletes a group; its members stay registered and only leave it.
+/// Deletes a group (its members stay registered).
+#[utoipa::path(delete, path = "/device-group/{group_id}", params(("group_id" = String, Path, description = "Group id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
@@ -201,16 +218,22 @@ async fn delete(
 // --- membership ------------------------------------------------------------------------------
 
 /// `?action_id=addDevice|removeDevice&device_id=...` (IoTDA's CreateOrDeleteDeviceInGroup).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct MemberAction {
+    /// `addDevice` or `removeDevice`.
     action_id: String,
+    #[param(value_type = String)]
     device_id: DeviceId,
 }
 
 /// `POST .../device-group/{group_id}/action?action_id=addDevice&device_id=...` adds one of the
 /// caller's devices to the group (a no-op for a member); `action_id=removeDevice` removes it (a
 /// no-op for a non-member). Answers the group with its new `device_count`.
+/// Adds a device to the group or removes it.
+#[utoipa::path(post, path = "/device-group/{group_id}/action", params(("group_id" = String, Path, description = "Group id"), MemberAction),
+    responses((status = 200, description = "The group with its new `device_count`", body = Object)))]
 async fn action(
     state: web::Data<AppState>,
     caller: Caller,
@@ -250,6 +273,9 @@ async fn action(
 
 /// `GET .../device-group/{group_id}/devices`: the members as device records (a superset of
 /// IoTDA's ShowDevicesInGroup summary), the same listing as `GET .../devices?group_id=`.
+/// Lists the group's devices.
+#[utoipa::path(get, path = "/device-group/{group_id}/devices", params(("group_id" = String, Path, description = "Group id"), super::PageQuery),
+    responses((status = 200, description = "`{devices: [...], next_marker}`", body = Object)))]
 async fn members(
     state: web::Data<AppState>,
     caller: Caller,
@@ -276,14 +302,14 @@ async fn members(
 // --- tags ------------------------------------------------------------------------------------
 
 /// The kinds of resource tags apply to: devices only.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 enum ResourceType {
     #[serde(rename = "device")]
     Device,
 }
 
 /// A tag as a bind call takes it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagBody {
     tag_key: String,
@@ -292,19 +318,21 @@ struct TagBody {
 }
 
 /// `POST .../tags/bind-resource` (IoTDA's TagDevice).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BindTags {
     resource_type: ResourceType,
+    #[schema(value_type = String)]
     resource_id: DeviceId,
     tags: Vec<TagBody>,
 }
 
 /// `POST .../tags/unbind-resource` (IoTDA's UntagDevice).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UnbindTags {
     resource_type: ResourceType,
+    #[schema(value_type = String)]
     resource_id: DeviceId,
     tag_keys: Vec<String>,
 }
@@ -350,6 +378,9 @@ fn retag(
 
 /// Binds tags to a device: a new key is added, an existing key gets the new value. Keys must be
 /// unique within the call.
+/// Binds tags to a device (IoTDA's TagDevice).
+#[utoipa::path(post, path = "/tags/bind-resource", request_body = BindTags,
+    responses((status = 200, description = "The device's tags", body = Object)))]
 async fn bind_tags(
     state: web::Data<AppState>,
     caller: Caller,
@@ -392,6 +423,9 @@ async fn bind_tags(
 }
 
 /// Unbinds tags from a device by key; keys the device does not carry are passed over.
+/// Unbinds tags from a device by key (IoTDA's UntagDevice).
+#[utoipa::path(post, path = "/tags/unbind-resource", request_body = UnbindTags,
+    responses((status = 200, description = "The device's tags", body = Object)))]
 async fn unbind_tags(
     state: web::Data<AppState>,
     caller: Caller,
@@ -418,7 +452,7 @@ async fn unbind_tags(
 }
 
 /// A tag filter: the key, and the value when it must match too.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TagFilter {
     tag_key: String,
@@ -437,7 +471,7 @@ impl TagFilter {
 }
 
 /// `POST .../resources` (IoTDA's ListResourcesByTags).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResourceQuery {
     resource_type: ResourceType,
@@ -498,6 +532,9 @@ fn find_by_tags(
     })
 }
 
+/// Finds the caller's devices carrying every given tag (IoTDA's ListResourcesByTags).
+#[utoipa::path(post, path = "/resources", params(super::PageQuery), request_body = ResourceQuery,
+    responses((status = 200, description = "`{resources: [...], next_marker}`", body = Object)))]
 async fn query_by_tags(
     state: web::Data<AppState>,
     caller: Caller,

@@ -32,19 +32,13 @@ use super::{Caller, blocking, devices, from_json};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/devices/{device_id}/shadow", web::get().to(get_shadow))
-        .route("/devices/{device_id}/shadow", web::put().to(put_shadow))
-        .route("/devices/{device_id}/commands", web::post().to(command))
-        .route(
-            "/devices/{device_id}/properties",
-            web::put().to(set_properties),
-        )
-        .route(
-            "/devices/{device_id}/properties",
-            web::get().to(get_properties),
-        )
-        .route("/devices/{device_id}/messages", web::post().to(message));
+api_routes! {
+    get "/devices/{device_id}/shadow" => get_shadow,
+    put "/devices/{device_id}/shadow" => put_shadow,
+    post "/devices/{device_id}/commands" => command,
+    put "/devices/{device_id}/properties" => set_properties,
+    get "/devices/{device_id}/properties" => get_properties,
+    post "/devices/{device_id}/messages" => message,
 }
 
 fn status(code: u16) -> actix_web::http::StatusCode {
@@ -97,6 +91,9 @@ async fn ask(
     }
 }
 
+/// Reads the device shadow (§1.5).
+#[utoipa::path(get, path = "/devices/{device_id}/shadow", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "`{device_id, shadow: [...]}`", body = Object)))]
 async fn get_shadow(
     state: web::Data<AppState>,
     caller: Caller,
@@ -122,17 +119,19 @@ fn shadow_body(id: &DeviceId, shadow: &Shadow) -> Value {
     json!({"device_id": id, "shadow": services})
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DesiredService {
+    #[schema(value_type = String)]
     service_id: ServiceId,
+    #[schema(value_type = Object)]
     desired: Map<String, Value>,
     /// The version the caller last read; refused with 409 when the stored one differs.
     #[serde(default)]
     version: Option<u64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DesiredBody {
     shadow: Vec<DesiredService>,
@@ -141,6 +140,9 @@ struct DesiredBody {
 /// Writes desired values (checked against the product model, keys per §7.2), all services or
 /// none, then pushes them to the device if it is online (otherwise at its next connect or
 /// report).
+/// Writes desired values (§1.5); counts against the downlink budget.
+#[utoipa::path(put, path = "/devices/{device_id}/shadow", params(("device_id" = String, Path, description = "Device id")), request_body = DesiredBody,
+    responses((status = 200, description = "`{device_id, shadow: [...]}`", body = Object)))]
 async fn put_shadow(
     state: web::Data<AppState>,
     caller: Caller,
@@ -154,6 +156,7 @@ async fn put_shadow(
             "shadow must name at least one service",
         ));
     }
+    state.limits.downlink(&caller)?;
     let storage = Arc::clone(&state.storage);
     let did = id.clone();
     let shadow = blocking(move || {
@@ -196,13 +199,15 @@ async fn put_shadow(
     Ok(HttpResponse::Ok().json(shadow_body(&id, &shadow)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommandBody {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     service_id: Option<ServiceId>,
     command_name: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     paras: Value,
 }
 
@@ -224,6 +229,12 @@ async fn owned_with_product(
 }
 
 /// `POST .../devices/{id}/commands`: a synchronous command (§1.2).
+/// A synchronous command (§1.2).
+#[utoipa::path(post, path = "/devices/{device_id}/commands", params(("device_id" = String, Path, description = "Device id")), request_body = CommandBody,
+    responses((status = 200, description = "`{command_id, response}`", body = Object),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
+        (status = 502, description = "`FLEETGATE.BAD_DEVICE_RESPONSE`", body = crate::http::ErrorBody),
+        (status = 504, description = "`FLEETGATE.DEVICE_TIMEOUT`: no answer in time", body = crate::http::ErrorBody)))]
 async fn command(
     state: web::Data<AppState>,
     caller: Caller,
@@ -232,7 +243,7 @@ async fn command(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body: CommandBody = from_json(body.into_inner())?;
-    let product = owned_with_product(&state, caller, &id).await?;
+    let product = owned_with_product(&state, caller.clone(), &id).await?;
     validate_command(
         &product,
         body.service_id.as_ref(),
@@ -247,17 +258,26 @@ async fn command(
         paras: body.paras,
     };
     let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    state.limits.downlink(&caller)?;
     let (command_id, response) = ask(&state, &id, RequestKind::Command, request).await?;
     Ok(HttpResponse::Ok().json(json!({"command_id": command_id, "response": response})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetBody {
+    /// `[{service_id, properties: {...}}]`.
+    #[schema(value_type = Vec<Object>)]
     services: Vec<ServiceProperties>,
 }
 
 /// `PUT .../devices/{id}/properties`: a synchronous property set (§1.4).
+/// A synchronous property set (§1.4).
+#[utoipa::path(put, path = "/devices/{device_id}/properties", params(("device_id" = String, Path, description = "Device id")), request_body = SetBody,
+    responses((status = 200, description = "`{request_id, response}`", body = Object),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
+        (status = 502, description = "`FLEETGATE.BAD_DEVICE_RESPONSE`", body = crate::http::ErrorBody),
+        (status = 504, description = "`FLEETGATE.DEVICE_TIMEOUT`: no answer in time", body = crate::http::ErrorBody)))]
 async fn set_properties(
     state: web::Data<AppState>,
     caller: Caller,
@@ -266,7 +286,7 @@ async fn set_properties(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body: SetBody = from_json(body.into_inner())?;
-    let product = owned_with_product(&state, caller, &id).await?;
+    let product = owned_with_product(&state, caller.clone(), &id).await?;
     validate_properties(&product, &body.services, PropertyUse::Write)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let request = PropertySetRequest {
@@ -274,18 +294,27 @@ async fn set_properties(
         services: body.services,
     };
     let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    state.limits.downlink(&caller)?;
     let (request_id, response) = ask(&state, &id, RequestKind::PropertiesSet, request).await?;
     Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct GetQuery {
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     service_id: Option<ServiceId>,
 }
 
 /// `GET .../devices/{id}/properties?service_id=`: asks the device (§1.4).
+/// A synchronous property get (§1.4).
+#[utoipa::path(get, path = "/devices/{device_id}/properties", params(("device_id" = String, Path, description = "Device id"), GetQuery),
+    responses((status = 200, description = "`{request_id, response}`", body = Object),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
+        (status = 502, description = "`FLEETGATE.BAD_DEVICE_RESPONSE`", body = crate::http::ErrorBody),
+        (status = 504, description = "`FLEETGATE.DEVICE_TIMEOUT`: no answer in time", body = crate::http::ErrorBody)))]
 async fn get_properties(
     state: web::Data<AppState>,
     caller: Caller,
@@ -293,7 +322,7 @@ async fn get_properties(
     query: web::Query<GetQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let product = owned_with_product(&state, caller, &id).await?;
+    let product = owned_with_product(&state, caller.clone(), &id).await?;
     let service_id = query.into_inner().service_id;
     if let Some(s) = &service_id
         && !product
@@ -310,17 +339,19 @@ async fn get_properties(
         service_id,
     };
     let request = serde_json::to_value(request).map_err(ApiError::internal)?;
+    state.limits.downlink(&caller)?;
     let (request_id, response) = ask(&state, &id, RequestKind::PropertiesGet, request).await?;
     Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MessageBody {
     #[serde(default)]
     message_id: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[schema(value_type = Object)]
     message: Value,
     /// A custom topic suffix: delivered on `$oc/devices/{id}/user/{topic}`.
     #[serde(default)]
@@ -329,6 +360,10 @@ struct MessageBody {
 
 /// `POST .../devices/{id}/messages`: a model-free message down (§1.6), delivered now when
 /// the device is online.
+/// A message down (§1.6).
+#[utoipa::path(post, path = "/devices/{device_id}/messages", params(("device_id" = String, Path, description = "Device id")), request_body = MessageBody,
+    responses((status = 201, description = "`{message_id, result}`", body = Object),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`", body = crate::http::ErrorBody)))]
 async fn message(
     state: web::Data<AppState>,
     caller: Caller,
@@ -337,7 +372,8 @@ async fn message(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let body: MessageBody = from_json(body.into_inner())?;
-    owned_with_product(&state, caller, &id).await?;
+    owned_with_product(&state, caller.clone(), &id).await?;
+    state.limits.downlink(&caller)?;
     let message_id = state
         .engine
         .platform()

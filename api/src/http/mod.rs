@@ -7,16 +7,42 @@
 //! answer 404 as if they did not exist. fleetgate serves one project; the `{project_id}` path
 //! segment is accepted whatever its value, so clients written for IoTDA keep their paths.
 
+/// Declares a module's routes once: `method "path" => handler, ...` (paths relative to
+/// [`PREFIX`]). Generates `routes`, which registers them, `ROUTES`, the `(method, path)` list
+/// the OpenAPI test compares with the document, and `Doc`, the module's OpenAPI paths (every
+/// handler must carry `#[utoipa::path]` with the same method and path).
+macro_rules! api_routes {
+    ($($method:ident $path:literal => $handler:ident),+ $(,)?) => {
+        pub(super) fn routes(cfg: &mut actix_web::web::ServiceConfig) {
+            $(cfg.route($path, actix_web::web::$method().to($handler));)+
+        }
+
+        /// Every route of the module: method and path under the prefix.
+        #[cfg(test)]
+        pub(super) const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),+];
+
+        /// The module's part of the OpenAPI document.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($handler),+))]
+        pub(super) struct Doc;
+    };
+}
+
 mod apps;
 mod auth;
 mod devices;
+mod emqx;
 mod groups;
 mod interact;
+mod limits;
+mod openapi;
 mod products;
 
 use actix_web::{HttpRequest, web};
 
 pub use auth::{ADMIN_KEY_FILE, Caller, bootstrap_admin_key};
+pub use limits::Limits;
+pub use openapi::ErrorBody;
 
 use crate::error::ApiError;
 
@@ -26,22 +52,24 @@ pub const PREFIX: &str = "/v5/iot/{project_id}";
 /// Registers every application API route and the extractor settings that turn malformed
 /// paths, queries and bodies into 400 JSON errors.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.app_data(
-        web::PathConfig::default()
-            .error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into()),
-    )
-    .app_data(
-        web::QueryConfig::default()
-            .error_handler(|e, _| ApiError::bad_request(format!("invalid query: {e}")).into()),
-    )
-    .service(
-        web::scope(PREFIX)
-            .configure(apps::routes)
-            .configure(products::routes)
-            .configure(devices::routes)
-            .configure(groups::routes)
-            .configure(interact::routes),
-    );
+    cfg.route("/openapi.json", web::get().to(openapi::serve))
+        .app_data(
+            web::PathConfig::default()
+                .error_handler(|e, _| ApiError::bad_request(format!("invalid path: {e}")).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiError::bad_request(format!("invalid query: {e}")).into()),
+        )
+        .service(
+            web::scope(PREFIX)
+                .configure(apps::routes)
+                .configure(products::routes)
+                .configure(devices::routes)
+                .configure(emqx::routes)
+                .configure(groups::routes)
+                .configure(interact::routes),
+        );
 }
 
 /// The JSON body settings: a size limit, and malformed bodies answered 400 (413 when too
@@ -79,13 +107,15 @@ where
 
 /// Pagination of list calls: `limit` (1–1000, default 50) and the opaque `marker` returned as
 /// `next_marker` by the previous page.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Items per page.
+    /// Items per page (1 to 1000, default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
-    /// Where to continue.
+    /// Where to continue: the `next_marker` of the previous page.
     #[serde(default)]
     pub marker: Option<String>,
 }

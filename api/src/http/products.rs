@@ -14,12 +14,12 @@ use super::{Caller, PageQuery, blocking, from_json, listing, object};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/products", web::post().to(create))
-        .route("/products", web::get().to(list))
-        .route("/products/{product_id}", web::get().to(get))
-        .route("/products/{product_id}", web::put().to(update))
-        .route("/products/{product_id}", web::delete().to(delete));
+api_routes! {
+    post "/products" => create,
+    get "/products" => list,
+    get "/products/{product_id}" => get,
+    put "/products/{product_id}" => update,
+    delete "/products/{product_id}" => delete,
 }
 
 /// Fields the platform sets, which a caller may not change.
@@ -47,6 +47,9 @@ fn check_app(body: &serde_json::Map<String, Value>, app: &AppId) -> Result<(), A
     }
 }
 
+/// Registers a product of the caller's application.
+#[utoipa::path(post, path = "/products", request_body(content = Object, description = "A product with its product model (spec/device-management.md §3); `product_id` is generated when absent"),
+    responses((status = 201, description = "The product", body = Object)))]
 async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -72,6 +75,9 @@ async fn create(
     Ok(HttpResponse::Created().json(product))
 }
 
+/// Lists the caller's products.
+#[utoipa::path(get, path = "/products", params(super::PageQuery),
+    responses((status = 200, description = "`{products: [...], next_marker}`", body = Object)))]
 async fn list(
     state: web::Data<AppState>,
     caller: Caller,
@@ -86,6 +92,9 @@ async fn list(
     listing("products", page.items, page.next)
 }
 
+/// Reads a product.
+#[utoipa::path(get, path = "/products/{product_id}", params(("product_id" = String, Path, description = "Product id")),
+    responses((status = 200, description = "The product", body = Object)))]
 async fn get(
     state: web::Data<AppState>,
     caller: Caller,
@@ -99,6 +108,10 @@ async fn get(
 
 /// Replaces the fields the body names; the others keep their values. The result is validated
 /// as a whole, and sessions of the product's devices pick up new limits and topics.
+/// Changes the fields the body names (not `product_id`, `create_time`).
+#[utoipa::path(put, path = "/products/{product_id}", params(("product_id" = String, Path, description = "Product id")),
+    request_body(content = Object, description = "Fields to replace"),
+    responses((status = 200, description = "The product", body = Object)))]
 async fn update(
     state: web::Data<AppState>,
     caller: Caller,
@@ -142,6 +155,9 @@ async fn update(
     Ok(HttpResponse::Ok().json(updated))
 }
 
+/// Deletes a product.
+#[utoipa::path(delete, path = "/products/{product_id}", params(("product_id" = String, Path, description = "Product id")),
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     state: web::Data<AppState>,
     caller: Caller,

@@ -1,0 +1,115 @@
+//! Device credentials on their own (spec/app-side.md §10 row 1): read whether one is set (the
+//! secret is never shown back), set a new secret, revoke it. A change forgets the engine's
+//! cached credential; setting one closes the device's connection unless `?kick=false`, and
+//! revoking one always does, so the change takes effect at once.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use fleetgate_model::DeviceId;
+use fleetgate_model::device::{Credential, DeviceSecret};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::{Caller, blocking, devices, from_json};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+pub(super) fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/devices/{device_id}/credential", web::get().to(get))
+        .route("/devices/{device_id}/credential", web::put().to(put))
+        .route("/devices/{device_id}/credential", web::delete().to(delete));
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let storage = Arc::clone(&state.storage);
+    let did = id.clone();
+    let credential = blocking(move || {
+        devices::owned(storage.as_ref(), &caller, &did)?;
+        Ok(storage.get_credential(&did)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "device_id": id,
+        "auth_type": credential.as_ref().map(Credential::auth_type),
+        "credential_set": credential.is_some(),
+    })))
+}
+
+/// A new secret; none has one generated (and shown once in the answer).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSecret {
+    #[serde(default)]
+    secret: Option<DeviceSecret>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KickQuery {
+    /// Close the device's connection now (default), rather than at its next reconnect.
+    #[serde(default)]
+    kick: Option<bool>,
+}
+
+async fn put(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+    query: web::Query<KickQuery>,
+    body: Option<web::Json<Value>>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let body: NewSecret = match body {
+        Some(b) => from_json(b.into_inner())?,
+        None => NewSecret::default(),
+    };
+    let generated = body.secret.is_none();
+    let secret = body.secret.unwrap_or_else(DeviceSecret::generate);
+    let storage = Arc::clone(&state.storage);
+    let (did, stored) = (id.clone(), secret.clone());
+    blocking(move || {
+        devices::owned(storage.as_ref(), &caller, &did)?;
+        Ok(storage.set_credential(&did, &Credential::Secret(stored))?)
+    })
+    .await?;
+    state.engine.invalidate_device(&id);
+    let kicked = query.kick.unwrap_or(true) && state.engine.kick(&id);
+    let mut answer = json!({
+        "device_id": id,
+        "auth_type": "SECRET",
+        "credential_set": true,
+        "kicked": kicked,
+    });
+    if generated {
+        answer["secret"] = Value::String(secret.expose().to_owned());
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, DeviceId)>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, id) = path.into_inner();
+    let storage = Arc::clone(&state.storage);
+    let did = id.clone();
+    let existed = blocking(move || {
+        devices::owned(storage.as_ref(), &caller, &did)?;
+        Ok(storage.delete_credential(&did)?)
+    })
+    .await?;
+    state.engine.invalidate_device(&id);
+    state.engine.kick(&id);
+    if existed {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::not_found("credential of device", id))
+    }
+}
