@@ -9,32 +9,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Device, Proc, TestServer, printed_connack, run};
+use support::{Device, Proc, TestServer, assert_error, printed_connack, product_body, run};
 
 const QUICK: Duration = Duration::from_secs(15);
-
-/// A product of the caller's application, as the API takes it.
-fn product_body(id: &str) -> Value {
-    json!({
-        "product_id": id,
-        "name": format!("product-{id}"),
-        "protocol_type": "MQTT",
-        "data_format": "json",
-        "device_type": "WaterMeter",
-        "service_capabilities": [{
-            "service_id": "WaterMeter",
-            "properties": [
-                {"property_name": "level", "data_type": "int", "required": false,
-                 "min": "0", "max": "100", "method": "RW"},
-            ],
-            "commands": [{
-                "command_name": "ON_OFF",
-                "paras": [{"para_name": "value", "data_type": "string", "required": true,
-                           "enum_list": ["ON", "OFF"]}],
-            }],
-        }],
-    })
-}
 
 /// The CONNACK a device gets for a one-shot publish with its credentials.
 fn connack(server: &TestServer, d: &Device) -> Option<u8> {
@@ -47,16 +24,6 @@ fn connack(server: &TestServer, d: &Device) -> Option<u8> {
         QUICK,
     );
     printed_connack(&out)
-}
-
-fn assert_error(what: &str, (status, body): (u16, Value), expected: u16) -> Value {
-    assert_eq!(status, expected, "{what}: {body}");
-    assert!(
-        body["error_code"].as_str().is_some_and(|c| !c.is_empty())
-            && body["error_msg"].as_str().is_some(),
-        "{what}: not a JSON error: {body}"
-    );
-    body
 }
 
 /// Polls a device until `pred` holds on it (10 s at most).

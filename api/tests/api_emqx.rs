@@ -9,19 +9,9 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{Device, Proc, TestServer, run};
+use support::{Device, Proc, TestServer, assert_error, run};
 
 const QUICK: Duration = Duration::from_secs(15);
-
-fn assert_error(what: &str, (status, body): (u16, Value), expected: u16) -> Value {
-    assert_eq!(status, expected, "{what}: {body}");
-    assert!(
-        body["error_code"].as_str().is_some_and(|c| !c.is_empty())
-            && body["error_msg"].as_str().is_some(),
-        "{what}: not a JSON error: {body}"
-    );
-    body
-}
 
 fn ok(what: &str, (status, body): (u16, Value), expected: u16) -> Value {
     assert_eq!(status, expected, "{what}: {body}");

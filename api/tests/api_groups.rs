@@ -8,35 +8,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::TestServer;
-
-/// A product of the caller's application, as the API takes it.
-fn product_body(id: &str) -> Value {
-    json!({
-        "product_id": id,
-        "name": format!("product-{id}"),
-        "protocol_type": "MQTT",
-        "data_format": "json",
-        "device_type": "WaterMeter",
-        "service_capabilities": [{
-            "service_id": "WaterMeter",
-            "properties": [
-                {"property_name": "level", "data_type": "int", "required": false,
-                 "min": "0", "max": "100", "method": "RW"},
-            ],
-        }],
-    })
-}
-
-fn assert_error(what: &str, (status, body): (u16, Value), expected: u16) -> Value {
-    assert_eq!(status, expected, "{what}: {body}");
-    assert!(
-        body["error_code"].as_str().is_some_and(|c| !c.is_empty())
-            && body["error_msg"].as_str().is_some(),
-        "{what}: not a JSON error: {body}"
-    );
-    body
-}
+use support::{TestServer, assert_error, product_body};
 
 /// Like [`assert_error`], and the message names `needle` (the offending field).
 fn assert_400_naming(what: &str, answer: (u16, Value), needle: &str) {

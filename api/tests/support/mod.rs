@@ -510,6 +510,44 @@ pub(crate) fn monitor_rule(device: &Device) -> Value {
     })
 }
 
+// --- the application API ---------------------------------------------------------------------
+
+/// A product of the caller's application as the API takes it: a water meter with a `level`
+/// property (0–100, read-write) and an `ON_OFF` command.
+pub(crate) fn product_body(id: &str) -> Value {
+    json!({
+        "product_id": id,
+        "name": format!("product-{id}"),
+        "protocol_type": "MQTT",
+        "data_format": "json",
+        "device_type": "WaterMeter",
+        "service_capabilities": [{
+            "service_id": "WaterMeter",
+            "properties": [
+                {"property_name": "level", "data_type": "int", "required": false,
+                 "min": "0", "max": "100", "method": "RW"},
+            ],
+            "commands": [{
+                "command_name": "ON_OFF",
+                "paras": [{"para_name": "value", "data_type": "string", "required": true,
+                           "enum_list": ["ON", "OFF"]}],
+            }],
+        }],
+    })
+}
+
+/// Asserts an API answer is the error `expected` with a JSON `{error_code, error_msg}` body,
+/// and returns the body.
+pub(crate) fn assert_error(what: &str, (status, body): (u16, Value), expected: u16) -> Value {
+    assert_eq!(status, expected, "{what}: {body}");
+    assert!(
+        body["error_code"].as_str().is_some_and(|c| !c.is_empty())
+            && body["error_msg"].as_str().is_some(),
+        "{what}: not a JSON error: {body}"
+    );
+    body
+}
+
 // --- the server -------------------------------------------------------------------------------
 
 /// A `fleetgate` command with none of the caller's `FLEETGATE_*` variables: fleetgate reads
