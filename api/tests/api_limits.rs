@@ -122,3 +122,63 @@ fn an_application_over_its_budget_gets_429_and_others_do_not() {
     assert_eq!(status, 200, "after {:?}: {body}", waited.elapsed());
     server.stop();
 }
+
+#[test]
+fn publications_take_downlink_tokens_one_per_message_sent() {
+    let server = TestServer::start(
+        "epoll",
+        &json!({}),
+        &[
+            "api.rate_limit.calls_per_sec=0",
+            "api.rate_limit.downlinks_per_sec=1",
+            "api.rate_limit.downlinks_burst=2",
+        ],
+    );
+    let key = server.admin_key();
+    let (status, body) = server.call("POST", "/products", &key, Some(&product("pub")));
+    assert_eq!(status, 201, "{body}");
+    let (status, device) = server.call(
+        "POST",
+        "/devices",
+        &key,
+        Some(&json!({"product_id": "pub", "node_id": "n1"})),
+    );
+    assert_eq!(status, 201, "{device}");
+    let topic = format!(
+        "$oc/devices/{}/sys/messages/down",
+        device["device_id"].as_str().unwrap()
+    );
+
+    // A refused item costs nothing; the two tokens go to the next two items, and the last
+    // one fails in its result.
+    let (status, batch) = server.call(
+        "POST",
+        "/publish/batch",
+        &key,
+        Some(&json!([
+            {"topic": topic, "payload": "x", "retain": true},
+            {"topic": topic, "payload": "one"},
+            {"topic": topic, "payload": "two"},
+            {"topic": topic, "payload": "three"},
+        ])),
+    );
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(
+        (&batch["succeeded"], &batch["failed"]),
+        (&json!(2), &json!(2)),
+        "{batch}"
+    );
+    assert_eq!(batch["results"][0]["error_code"], "FLEETGATE.BAD_REQUEST");
+    assert_eq!(batch["results"][3]["error_code"], "FLEETGATE.RATE_LIMITED");
+
+    // A single publication over the budget is a 429.
+    let (status, body) = server.call(
+        "POST",
+        "/publish",
+        &key,
+        Some(&json!({"topic": topic, "payload": "four"})),
+    );
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error_code"], "FLEETGATE.RATE_LIMITED");
+    server.stop();
+}

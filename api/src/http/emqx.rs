@@ -6,6 +6,9 @@
 //!
 //! The live state comes from the engine ([`fleetgate_engine::ops`]), whose calls wait briefly
 //! for the shards, so they run on the blocking pool.
+//!
+//! The routes of the submodules are in this module's table, so the whole EMQX-style API is one
+//! part of the OpenAPI document.
 
 mod acl_rules;
 mod credentials;
@@ -29,27 +32,24 @@ use crate::server::AppState;
 /// Most items of a subscription or publication batch.
 const MAX_BATCH: usize = 100;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/clients", web::get().to(list_clients))
-        .route("/devices/{device_id}/connection", web::get().to(connection))
-        .route("/devices/{device_id}/connection", web::delete().to(kick))
-        .route(
-            "/devices/{device_id}/subscriptions",
-            web::post().to(subscribe),
-        )
-        .route(
-            "/devices/{device_id}/subscriptions",
-            web::delete().to(unsubscribe),
-        )
-        .route(
-            "/devices/{device_id}/subscriptions/batch",
-            web::post().to(subscribe_batch),
-        )
-        .route("/publish", web::post().to(publish))
-        .route("/publish/batch", web::post().to(publish_batch))
-        .route("/stats", web::get().to(stats))
-        .configure(credentials::routes)
-        .configure(acl_rules::routes);
+api_routes! {
+    get "/clients" => list_clients,
+    get "/devices/{device_id}/connection" => connection,
+    delete "/devices/{device_id}/connection" => kick,
+    post "/devices/{device_id}/subscriptions" => subscribe,
+    delete "/devices/{device_id}/subscriptions" => unsubscribe,
+    post "/devices/{device_id}/subscriptions/batch" => subscribe_batch,
+    post "/publish" => publish,
+    post "/publish/batch" => publish_batch,
+    get "/stats" => stats,
+    get "/devices/{device_id}/credential" => credentials::get,
+    put "/devices/{device_id}/credential" => credentials::put,
+    delete "/devices/{device_id}/credential" => credentials::delete,
+    post "/acl-rules" => acl_rules::create,
+    get "/acl-rules" => acl_rules::list,
+    get "/acl-rules/{acl_rule_id}" => acl_rules::get,
+    put "/acl-rules/{acl_rule_id}" => acl_rules::update,
+    delete "/acl-rules/{acl_rule_id}" => acl_rules::delete,
 }
 
 /// The API error for an engine operation that failed.
@@ -86,18 +86,23 @@ fn qos_number(q: QoS) -> u8 {
 }
 
 /// A live session as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ClientView {
+    #[schema(value_type = String)]
     device_id: DeviceId,
+    #[schema(value_type = String)]
     product_id: ProductId,
     client_id: String,
     /// The MQTT username: fleetgate devices connect with their device id.
+    #[schema(value_type = String)]
     username: DeviceId,
     ip_address: String,
     port: u16,
     /// 4 for MQTT 3.1.1, 5 for MQTT 5.0.
     proto_ver: u8,
     keepalive: u16,
+    /// Milliseconds since the Unix epoch.
+    #[schema(value_type = i64)]
     connected_at: Timestamp,
     /// The engine shard serving it (EMQX's `node`).
     shard: u16,
@@ -122,14 +127,26 @@ impl From<SessionInfo> for ClientView {
     }
 }
 
+/// A page of online clients (for the document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ClientList {
+    clients: Vec<ClientView>,
+    /// Absent on the last page.
+    next_marker: Option<String>,
+}
+
 /// Filters of the client listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ClientsQuery {
     /// Only `online` is accepted: offline devices have no session to list.
     #[serde(default)]
     status: Option<String>,
+    /// Only sessions of this product's devices.
     #[serde(default)]
+    #[param(value_type = Option<String>)]
     product_id: Option<ProductId>,
     /// Client ids containing this text.
     #[serde(default)]
@@ -137,12 +154,19 @@ struct ClientsQuery {
     /// Peers with this IP address.
     #[serde(default)]
     ip: Option<String>,
+    /// Items per page (1 to 1000, default 50).
     #[serde(default)]
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// Where to continue: the `next_marker` of the previous page.
     #[serde(default)]
     marker: Option<String>,
 }
 
+/// Lists the caller's online sessions (EMQX's `GET /clients`), filtered, in device id order.
+#[utoipa::path(get, path = "/clients", params(ClientsQuery),
+    responses((status = 200, description = "`{clients: [...], next_marker}`", body = ClientList),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn list_clients(
     state: web::Data<AppState>,
     caller: Caller,
@@ -204,6 +228,11 @@ async fn owned_device(
     blocking(move || devices::owned(storage.as_ref(), &caller, &id)).await
 }
 
+/// The device's connection: its live session with `online: true`, or `{device_id, online:
+/// false, connected_at, disconnected_at}` when it is not connected.
+#[utoipa::path(get, path = "/devices/{device_id}/connection", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "The session with `online: true`, or `{device_id, online: false, connected_at, disconnected_at}`", body = Object),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn connection(
     state: web::Data<AppState>,
     caller: Caller,
@@ -229,6 +258,10 @@ async fn connection(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// Closes the device's connection (EMQX's kick-out).
+#[utoipa::path(delete, path = "/devices/{device_id}/connection", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 204, description = "Disconnected"),
+        (status = 404, description = "`FLEETGATE.NOT_FOUND`: no such device, or it is not connected", body = crate::http::ErrorBody)))]
 async fn kick(
     state: web::Data<AppState>,
     caller: Caller,
@@ -244,16 +277,19 @@ async fn kick(
 }
 
 /// A subscription on the device's behalf.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewSubscription {
+    /// A topic filter (`+` and `#` allowed; `$share/` is not).
     topic: String,
+    /// 0, 1 or 2 (default 0).
     #[serde(default)]
     qos: u8,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Subscribed {
+    #[schema(value_type = String)]
     device_id: DeviceId,
     topic: String,
     /// The QoS granted (system topics are capped at 1).
@@ -277,6 +313,13 @@ fn subscribe_one(
     })
 }
 
+/// Subscribes the device to a topic filter, as if it had sent SUBSCRIBE (same ACL check and
+/// QoS caps); the subscription lasts as long as its session.
+#[utoipa::path(post, path = "/devices/{device_id}/subscriptions", params(("device_id" = String, Path, description = "Device id")), request_body = NewSubscription,
+    responses((status = 200, description = "The subscription made", body = Subscribed),
+        (status = 403, description = "`FLEETGATE.FORBIDDEN`: an ACL rule refuses it", body = crate::http::ErrorBody),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn subscribe(
     state: web::Data<AppState>,
     caller: Caller,
@@ -332,6 +375,17 @@ fn batch_items(body: Value) -> Result<Vec<Value>, ApiError> {
     }
 }
 
+/// The answer of a batch (for the document).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct BatchAnswer {
+    succeeded: usize,
+    failed: usize,
+    /// One per item, in order: `{index, ...outcome}` or `{index, error_code, error_msg}`.
+    #[schema(value_type = Vec<Object>)]
+    results: Vec<Value>,
+}
+
 fn batch_answer<T: Serialize>(results: Vec<ItemResult<T>>) -> HttpResponse {
     let failed = results.iter().filter(|r| r.error_code.is_some()).count();
     HttpResponse::Ok().json(serde_json::json!({
@@ -341,6 +395,11 @@ fn batch_answer<T: Serialize>(results: Vec<ItemResult<T>>) -> HttpResponse {
     }))
 }
 
+/// Makes up to 100 subscriptions, each on its own: a failed item (including an offline device)
+/// is reported in its result and does not stop the others.
+#[utoipa::path(post, path = "/devices/{device_id}/subscriptions/batch", params(("device_id" = String, Path, description = "Device id")),
+    request_body(content = Vec<NewSubscription>, description = "1 to 100 subscriptions"),
+    responses((status = 200, description = "`{succeeded, failed, results: [{index, device_id, topic, qos, replaced | error_code, error_msg}]}`", body = BatchAnswer)))]
 async fn subscribe_batch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -365,12 +424,20 @@ async fn subscribe_batch(
     Ok(batch_answer(results))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct TopicQuery {
+    /// The topic filter to remove, as it was subscribed.
     topic: String,
 }
 
+/// Removes one of the device's subscriptions.
+#[utoipa::path(delete, path = "/devices/{device_id}/subscriptions", params(("device_id" = String, Path, description = "Device id"), TopicQuery),
+    responses((status = 204, description = "Unsubscribed"),
+        (status = 404, description = "`FLEETGATE.NOT_FOUND`: no such device, or no such subscription", body = crate::http::ErrorBody),
+        (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn unsubscribe(
     state: web::Data<AppState>,
     caller: Caller,
@@ -391,7 +458,7 @@ async fn unsubscribe(
 }
 
 /// How a publication's payload is written in the JSON body.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 enum Encoding {
     #[default]
@@ -400,16 +467,20 @@ enum Encoding {
 }
 
 /// A publication (EMQX's `publish`).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPublication {
+    /// A `$oc/devices/{device_id}/...` topic of one of the caller's devices; no wildcards.
     topic: String,
+    /// The payload: text, or standard base64 (padded) when `encoding` is `base64`.
     #[serde(default)]
     payload: String,
     #[serde(default)]
     encoding: Encoding,
+    /// 0, 1 or 2 (default 0).
     #[serde(default)]
     qos: u8,
+    /// Must be false: fleetgate keeps no retained messages.
     #[serde(default)]
     retain: bool,
     /// Accepted for EMQX compatibility; the platform is the publisher whatever it says.
@@ -418,13 +489,16 @@ struct NewPublication {
     client_id: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Published {
     topic: String,
     /// Sessions that took the message (sent, in flight, or queued for a persistent session).
     deliveries: usize,
 }
 
+/// Checks a publication and sends it, taking one of the caller's downlink tokens just before
+/// sending (429 `FLEETGATE.RATE_LIMITED` when there is none): a publication refused by the
+/// checks costs nothing.
 fn publish_one(
     state: &AppState,
     caller: &Caller,
@@ -458,9 +532,9 @@ fn publish_one(
     }
     let payload = match p.encoding {
         Encoding::Plain => p.payload.into_bytes(),
-        Encoding::Base64 => base64_decode(&p.payload)
-            .ok_or_else(|| ApiError::bad_request("payload: not valid base64"))?,
+        Encoding::Base64 => base64_decode(&p.payload)?,
     };
+    state.limits.downlink(caller)?;
     let report = state
         .engine
         .publish(caller.app_id(), &p.topic, payload, q)
@@ -471,6 +545,15 @@ fn publish_one(
     })
 }
 
+/// Publishes a message to a topic of one of the caller's devices (EMQX's `POST /publish`);
+/// the named device receives it when subscribed, and so do the caller's devices whose
+/// ACL-granted filters match. It counts against the caller's downlink budget: one token, taken
+/// once the publication has passed its checks (429 `FLEETGATE.RATE_LIMITED` when the budget
+/// is spent).
+#[utoipa::path(post, path = "/publish", request_body = NewPublication,
+    responses((status = 200, description = "`{topic, deliveries}`", body = Published),
+        (status = 403, description = "`FLEETGATE.FORBIDDEN`: not a `$oc/devices/{device_id}/...` topic of the caller's devices", body = crate::http::ErrorBody),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn publish(
     state: web::Data<AppState>,
     caller: Caller,
@@ -482,6 +565,14 @@ async fn publish(
     Ok(HttpResponse::Ok().json(done))
 }
 
+/// Publishes up to 100 messages, each on its own: a failed item is reported in its result and
+/// does not stop the others. Every item that passes its checks takes one downlink token just
+/// before it is sent, as a single publication does; once the caller's budget is spent, the
+/// remaining items fail with `FLEETGATE.RATE_LIMITED` in their results (the batch itself still
+/// answers 200), and items refused by their checks cost nothing.
+#[utoipa::path(post, path = "/publish/batch",
+    request_body(content = Vec<NewPublication>, description = "1 to 100 publications"),
+    responses((status = 200, description = "`{succeeded, failed, results: [{index, topic, deliveries | error_code, error_msg}]}`", body = BatchAnswer)))]
 async fn publish_batch(
     state: web::Data<AppState>,
     caller: Caller,
@@ -506,6 +597,9 @@ async fn publish_batch(
 
 /// `GET /stats`: session figures of the caller's application; message and byte counters are
 /// engine-wide (the shards count them without knowing whose devices they are).
+#[utoipa::path(get, path = "/stats",
+    responses((status = 200, description = "`{connections, online_devices, subscriptions, messages_received, messages_sent, bytes_received, bytes_sent, per_product}`", body = Object),
+        (status = 503, description = "`FLEETGATE.BUSY`: the engine did not answer in time", body = crate::http::ErrorBody)))]
 async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let engine = Arc::clone(&state.engine);
     let app = caller.app_id().clone();
@@ -522,46 +616,34 @@ async fn stats(state: web::Data<AppState>, caller: Caller) -> Result<HttpRespons
     })))
 }
 
-/// Decodes standard base64 (RFC 4648 §4, padding optional); `None` when malformed.
-fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let trimmed = text.trim_end_matches('=');
-    if text.len() - trimmed.len() > 2 || trimmed.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    for chunk in trimmed.as_bytes().chunks(4) {
-        let mut acc = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            acc |= value(c)? << (18 - 6 * i);
-        }
-        let bytes = acc.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+/// Decodes standard base64 (RFC 4648 §4, with its padding); 400 naming the fault when malformed.
+fn base64_decode(text: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| ApiError::bad_request(format!("payload: not valid base64 ({e})")))
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
-    fn base64_decodes_standard_text() {
-        assert_eq!(base64_decode("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("aGVsbG8").as_deref(), Some(&b"hello"[..]));
-        assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
-        assert_eq!(base64_decode("AP8=").as_deref(), Some(&[0u8, 255][..]));
-        assert_eq!(base64_decode("a"), None);
-        assert_eq!(base64_decode("a$=="), None);
-        assert_eq!(base64_decode("aGVsbG8==="), None);
+    fn base64_decodes_standard_padded_text() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("").unwrap(), b"");
+        assert_eq!(base64_decode("AP8=").unwrap(), [0u8, 255]);
+        assert_eq!(base64_decode("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["a", "a$==", "aGVsbG8===", "aGVsbG8", "aGVsbG9=", "-_8="] {
+            let e = base64_decode(bad).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(
+                e.message.starts_with("payload: not valid base64"),
+                "{bad}: {}",
+                e.message
+            );
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Per-application token buckets on the application API (`[api.rate_limit]`): one bucket for
 //! every authenticated call, checked by the [`Caller`] extractor, and one for the calls that
-//! send to a device, checked by [`Limits::downlink`] in the handlers of `interact.rs` before
-//! they send. An empty bucket answers 429 `FLEETGATE.RATE_LIMITED` with `Retry-After`, and the
+//! send to a device, checked by [`Limits::downlink`] in the handlers of `interact.rs` and in
+//! the EMQX-style publications of `emqx.rs` (one token per message) before they send. An empty bucket answers 429 `FLEETGATE.RATE_LIMITED` with `Retry-After`, and the
 //! refusal is counted in `fleetgate_api_rate_limited_total{kind}`.
 //!
 //! The buckets live in one map keyed by application. A bucket that has refilled to its burst

@@ -10,11 +10,12 @@
 /// Declares a module's routes once: `method "path" => handler, ...` (paths relative to
 /// [`PREFIX`]). Generates `routes`, which registers them, `ROUTES`, the `(method, path)` list
 /// the OpenAPI test compares with the document, and `Doc`, the module's OpenAPI paths (every
-/// handler must carry `#[utoipa::path]` with the same method and path).
+/// handler must carry `#[utoipa::path]` with the same method and path). A handler may live in a
+/// submodule (`credentials::get`), so that a module and its parts share one table.
 macro_rules! api_routes {
-    ($($method:ident $path:literal => $handler:ident),+ $(,)?) => {
+    ($($method:ident $path:literal => $($handler:ident)::+),+ $(,)?) => {
         pub(super) fn routes(cfg: &mut actix_web::web::ServiceConfig) {
-            $(cfg.route($path, actix_web::web::$method().to($handler));)+
+            $(cfg.route($path, actix_web::web::$method().to($($handler)::+));)+
         }
 
         /// Every route of the module: method and path under the prefix.
@@ -23,7 +24,7 @@ macro_rules! api_routes {
 
         /// The module's part of the OpenAPI document.
         #[derive(utoipa::OpenApi)]
-        #[openapi(paths($($handler),+))]
+        #[openapi(paths($($($handler)::+),+))]
         pub(super) struct Doc;
     };
 }

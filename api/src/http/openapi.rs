@@ -63,6 +63,11 @@ pub(super) const MODULES: &[Module] = &[
         "Device groups, tags and finding devices by tag"
     ),
     module!(
+        emqx,
+        "emqx",
+        "EMQX-style sessions, proxy subscriptions, publications, statistics, credentials and ACL rules"
+    ),
+    module!(
         interact,
         "interact",
         "Shadow, commands, properties and messages down"

@@ -21,25 +21,29 @@ use crate::server::AppState;
 /// up with the rules of an older change.
 static CHANGES: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/acl-rules", web::post().to(create))
-        .route("/acl-rules", web::get().to(list))
-        .route("/acl-rules/{acl_rule_id}", web::get().to(get))
-        .route("/acl-rules/{acl_rule_id}", web::put().to(update))
-        .route("/acl-rules/{acl_rule_id}", web::delete().to(delete));
-}
+// The routes are in the parent module's `api_routes!` table.
 
 /// A rule as the API takes it; the owner is the caller.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RuleBody {
+pub(super) struct RuleBody {
     /// Generated when absent; a PUT may repeat it but not change it.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     acl_rule_id: Option<AclRuleId>,
+    /// Whom it applies to: `{"type": "device_id" | "username", "value": "..."}` or
+    /// `{"type": "all"}`.
+    #[schema(value_type = Object)]
     scope: AclScope,
+    /// A topic filter.
     topic: String,
+    /// `publish`, `subscribe` or `all`.
+    #[schema(value_type = String)]
     action: AclAction,
+    /// `allow` or `deny`.
+    #[schema(value_type = String)]
     access: AclAccess,
+    /// Higher wins; deny wins ties (default 0).
     #[serde(default)]
     priority: i32,
 }
@@ -83,7 +87,11 @@ fn checked(rule: AclRule) -> Result<AclRule, ApiError> {
     Ok(rule)
 }
 
-async fn create(
+/// Creates a rule of the caller's; it applies to live sessions at once.
+#[utoipa::path(post, path = "/acl-rules", request_body = RuleBody,
+    responses((status = 201, description = "The rule", body = Object),
+        (status = 409, description = "`FLEETGATE.ALREADY_EXISTS`: a rule with this `acl_rule_id` exists", body = crate::http::ErrorBody)))]
+pub(super) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<Value>,
@@ -117,7 +125,10 @@ async fn create(
     Ok(HttpResponse::Created().json(rule))
 }
 
-async fn list(
+/// Lists the caller's rules in id order.
+#[utoipa::path(get, path = "/acl-rules", params(super::super::PageQuery),
+    responses((status = 200, description = "`{acl_rules: [...], next_marker}`", body = Object)))]
+pub(super) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<PageQuery>,
@@ -145,7 +156,10 @@ async fn list(
     listing("acl_rules", mine, next)
 }
 
-async fn get(
+/// Reads one of the caller's rules.
+#[utoipa::path(get, path = "/acl-rules/{acl_rule_id}", params(("acl_rule_id" = String, Path, description = "ACL rule id")),
+    responses((status = 200, description = "The rule", body = Object)))]
+pub(super) async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, AclRuleId)>,
@@ -156,7 +170,10 @@ async fn get(
     Ok(HttpResponse::Ok().json(rule))
 }
 
-async fn update(
+/// Replaces one of the caller's rules (its id and creation time stay).
+#[utoipa::path(put, path = "/acl-rules/{acl_rule_id}", params(("acl_rule_id" = String, Path, description = "ACL rule id")), request_body = RuleBody,
+    responses((status = 200, description = "The rule", body = Object)))]
+pub(super) async fn update(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, AclRuleId)>,
@@ -189,7 +206,10 @@ async fn update(
     Ok(HttpResponse::Ok().json(rule))
 }
 
-async fn delete(
+/// Deletes one of the caller's rules.
+#[utoipa::path(delete, path = "/acl-rules/{acl_rule_id}", params(("acl_rule_id" = String, Path, description = "ACL rule id")),
+    responses((status = 204, description = "Deleted")))]
+pub(super) async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, AclRuleId)>,

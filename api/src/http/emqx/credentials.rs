@@ -15,13 +15,12 @@ use super::super::{Caller, blocking, devices, from_json};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-pub(super) fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/devices/{device_id}/credential", web::get().to(get))
-        .route("/devices/{device_id}/credential", web::put().to(put))
-        .route("/devices/{device_id}/credential", web::delete().to(delete));
-}
+// The routes are in the parent module's `api_routes!` table.
 
-async fn get(
+/// Whether the device has a credential, and of which kind (the secret is never shown).
+#[utoipa::path(get, path = "/devices/{device_id}/credential", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 200, description = "`{device_id, auth_type, credential_set}`", body = Object)))]
+pub(super) async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, DeviceId)>,
@@ -42,22 +41,29 @@ async fn get(
 }
 
 /// A new secret; none has one generated (and shown once in the answer).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewSecret {
+pub(super) struct NewSecret {
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     secret: Option<DeviceSecret>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct KickQuery {
+#[into_params(parameter_in = Query)]
+pub(super) struct KickQuery {
     /// Close the device's connection now (default), rather than at its next reconnect.
     #[serde(default)]
     kick: Option<bool>,
 }
 
-async fn put(
+/// Sets the device's secret, given or generated (a generated one is shown once, as `secret`);
+/// closes its connection unless `kick=false`.
+#[utoipa::path(put, path = "/devices/{device_id}/credential", params(("device_id" = String, Path, description = "Device id"), KickQuery),
+    request_body(content = Option<NewSecret>, description = "Optional"),
+    responses((status = 200, description = "`{device_id, auth_type, credential_set, kicked}`, with `secret` when generated", body = Object)))]
+pub(super) async fn put(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, DeviceId)>,
@@ -92,7 +98,11 @@ async fn put(
     Ok(HttpResponse::Ok().json(answer))
 }
 
-async fn delete(
+/// Revokes the device's credential and closes its connection.
+#[utoipa::path(delete, path = "/devices/{device_id}/credential", params(("device_id" = String, Path, description = "Device id")),
+    responses((status = 204, description = "Revoked"),
+        (status = 404, description = "`FLEETGATE.NOT_FOUND`: no such device, or it has no credential", body = crate::http::ErrorBody)))]
+pub(super) async fn delete(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, DeviceId)>,
