@@ -690,6 +690,12 @@ fn messages_and_events_reach_observers() {
         matches!(&events[2], PlatformEvent::DeviceInfo(e) if e.info.sw_version.as_deref() == Some("v1"))
     );
     assert!(matches!(&events[3], PlatformEvent::DeviceInfo(_)));
+    let stored = f.storage.get_device(&d1).unwrap().unwrap();
+    assert_eq!(
+        (stored.sw_version.as_deref(), stored.fw_version.as_deref()),
+        (Some("v1"), None),
+        "the reported version is kept on the device record"
+    );
     assert!(matches!(&events[4], PlatformEvent::LogReport(e) if e.log.content == "hi"));
     assert!(matches!(&events[5], PlatformEvent::EventUp(e) if e.system.is_some()));
     let PlatformEvent::EventUp(model) = &events[6] else {

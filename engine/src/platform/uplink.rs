@@ -2,7 +2,8 @@
 //! answer (§4.4, §4.5), and the device's responses to platform requests (§7.3, §7.4, §8.3).
 
 use fleetgate_model::payload::events::{
-    EventEnvelope, EventKind, ServiceEvent, SystemEvent, TimeSyncRequest, TimeSyncResponse,
+    DeviceInfoReport, EventEnvelope, EventKind, ServiceEvent, SystemEvent, TimeSyncRequest,
+    TimeSyncResponse,
 };
 use fleetgate_model::payload::{
     CommandResponse, MessageUp, PropertyGetResponse, PropertySetResponse,
@@ -20,6 +21,7 @@ use super::{
     MessageReceived, PayloadKind, Platform, PlatformEvent, RequestLabel, ResponseError, to_json,
 };
 use crate::upstream::Published;
+use fleetgate_storage::Durability;
 
 impl Platform {
     /// `messages/up` (§8.1): model-free, never validated; observers get the payload as is.
@@ -57,6 +59,43 @@ impl Platform {
         }
     }
 
+    /// Keeps the versions a device reports on its record (§4.3: SDK, software and firmware),
+    /// writing only when one changed. A failure is logged: the report is still emitted.
+    fn record_versions(&self, device: &DeviceId, info: &DeviceInfoReport) {
+        let stored = match self.storage.get_device(device) {
+            Ok(Some(d)) => d,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "cannot read the device to record its versions");
+                return;
+            }
+        };
+        let changed = |new: &Option<String>, old: &Option<String>| new.is_some() && new != old;
+        if !changed(&info.device_sdk_version, &stored.device_sdk_version)
+            && !changed(&info.sw_version, &stored.sw_version)
+            && !changed(&info.fw_version, &stored.fw_version)
+        {
+            return;
+        }
+        let result = self
+            .storage
+            .update_device(device, Durability::Buffered, &mut |d| {
+                for (new, old) in [
+                    (&info.device_sdk_version, &mut d.device_sdk_version),
+                    (&info.sw_version, &mut d.sw_version),
+                    (&info.fw_version, &mut d.fw_version),
+                ] {
+                    if new.is_some() {
+                        old.clone_from(new);
+                    }
+                }
+                Ok(())
+            });
+        if let Err(e) = result {
+            tracing::warn!(%device, error = %e, "cannot record the device's versions");
+        }
+    }
+
     fn on_service_event(
         &self,
         p: &Published,
@@ -86,6 +125,7 @@ impl Platform {
                 EventOutcome::TimeSync
             }
             EventKind::System(SystemEvent::DeviceInfoReport(info)) => {
+                self.record_versions(&source.subject, &info);
                 self.emit(PlatformEvent::DeviceInfo(DeviceInfoReceived {
                     source,
                     info,
