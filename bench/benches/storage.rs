@@ -1,5 +1,6 @@
 //! Storage on RocksDB (and memory for comparison): shadow updates and reads, cached-command
-//! insert (synced, as the API acknowledges it) and the pending-queue read on wake.
+//! insert (synced, as the API acknowledges it), the pending-queue read on wake and a
+//! command read by id.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -48,6 +49,14 @@ fn shadows(c: &mut Criterion) {
                 })
             })
         });
+        c.bench_function(&format!("storage/{name}/shadow_report_synced"), |b| {
+            b.iter(|| {
+                store.update_shadow(&device.device_id, Durability::Synced, &mut |sh| {
+                    sh.report(&svc, &props, Timestamp::now());
+                    Ok::<(), StorageError>(())
+                })
+            })
+        });
         c.bench_function(&format!("storage/{name}/shadow_get"), |b| {
             b.iter(|| store.get_shadow(black_box(&device.device_id)))
         });
@@ -89,6 +98,13 @@ fn command_cache(c: &mut Criterion) {
         };
         c.bench_function(&format!("storage/{name}/pending_commands_20"), |b| {
             b.iter(|| store.pending_commands(black_box(&other.device_id), 20))
+        });
+        let first = store
+            .pending_commands(&other.device_id, 1)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .remove(0);
+        c.bench_function(&format!("storage/{name}/command_get"), |b| {
+            b.iter(|| store.get_command(black_box(&first.command_id)))
         });
     }
 }

@@ -113,6 +113,8 @@ pub struct ProductSpec {
     pub protocol_type: String,
     /// `json`.
     pub data_format: String,
+    /// The product model: see [`service_capabilities`].
+    pub service_capabilities: serde_json::Value,
 }
 
 /// A device entry of the provisioning file.
@@ -131,11 +133,56 @@ pub struct DeviceSpec {
 pub struct ProvisionFile {
     /// One product.
     pub products: Vec<ProductSpec>,
-    /// `count` devices of it.
+    /// `count` devices of it, and the monitor (device 0).
     pub devices: Vec<DeviceSpec>,
+    /// The monitor's rule: see [`monitor_rule`].
+    pub acl_rules: Vec<serde_json::Value>,
 }
 
-/// The provisioning file for devices 1..=`count` of `product`.
+/// The service of the load-test product model.
+pub const SERVICE_ID: &str = "LoadTest";
+/// The command of the load-test product model.
+pub const COMMAND_NAME: &str = "SET";
+/// The topic filter the monitor (device 0) may subscribe to: every device's property reports.
+pub const REPORTS_FILTER: &str = "$oc/devices/+/sys/properties/report";
+
+/// The model of the load-test product: service `LoadTest` with the properties a `telemetry`
+/// report carries (`seq` and `ts`, longs: sequence number and send time in µs since the Unix
+/// epoch; `value`, an int 0–100; `pad`, a string filling the payload to a size) and the
+/// command `SET` with one int parameter `value` (answered by `command-roundtrip` devices).
+pub fn service_capabilities() -> serde_json::Value {
+    serde_json::json!([{
+        "service_id": SERVICE_ID,
+        "properties": [
+            {"property_name": "seq", "data_type": "long", "method": "R"},
+            {"property_name": "ts", "data_type": "long", "method": "R"},
+            {"property_name": "value", "data_type": "int", "min": "0", "max": "100", "method": "RW"},
+            {"property_name": "pad", "data_type": "string", "max_length": 8192, "method": "R"},
+        ],
+        "commands": [{
+            "command_name": COMMAND_NAME,
+            "paras": [{"para_name": "value", "data_type": "int", "required": true,
+                       "min": "0", "max": "100"}],
+        }],
+    }])
+}
+
+/// The ACL rule letting the monitor, device 0 of `product` (`{product}_n000000`), subscribe to
+/// every device's property reports ([`REPORTS_FILTER`]).
+pub fn monitor_rule(product: &str, app_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "acl_rule_id": format!("loadtest-monitor-{product}"),
+        "app_id": app_id,
+        "scope": {"type": "device_id", "value": device_id(product, 0)},
+        "topic": REPORTS_FILTER,
+        "action": "subscribe",
+        "access": "allow",
+        "priority": 0,
+    })
+}
+
+/// The provisioning file for devices 1..=`count` of `product` (with the load-test model), plus
+/// the monitor, device 0, and its ACL rule.
 pub fn provision_file(product: &str, app_id: &str, seed: u64, count: u64) -> ProvisionFile {
     ProvisionFile {
         products: vec![ProductSpec {
@@ -144,8 +191,10 @@ pub fn provision_file(product: &str, app_id: &str, seed: u64, count: u64) -> Pro
             name: "LoadTest".to_owned(),
             protocol_type: "MQTT".to_owned(),
             data_format: "json".to_owned(),
+            service_capabilities: service_capabilities(),
         }],
-        devices: (1..=count)
+        acl_rules: vec![monitor_rule(product, app_id)],
+        devices: (0..=count)
             .map(|i| DeviceSpec {
                 product_id: product.to_owned(),
                 node_id: node_id(i),
@@ -245,9 +294,15 @@ mod tests {
         let v = serde_json::to_value(&f).unwrap();
         assert_eq!(v["products"][0]["product_id"], "lt");
         assert_eq!(v["products"][0]["protocol_type"], "MQTT");
-        assert_eq!(v["devices"].as_array().unwrap().len(), 2);
-        assert_eq!(v["devices"][1]["node_id"], "n000002");
-        assert_eq!(v["devices"][1]["secret"], secret(3, "lt", 2));
+        assert_eq!(v["devices"].as_array().unwrap().len(), 3);
+        assert_eq!(v["devices"][0]["node_id"], "n000000");
+        assert_eq!(v["devices"][2]["node_id"], "n000002");
+        assert_eq!(v["devices"][2]["secret"], secret(3, "lt", 2));
+        let model = &v["products"][0]["service_capabilities"][0];
+        assert_eq!(model["service_id"], SERVICE_ID);
+        assert_eq!(model["commands"][0]["command_name"], COMMAND_NAME);
+        assert_eq!(v["acl_rules"][0]["scope"]["value"], "lt_n000000");
+        assert_eq!(v["acl_rules"][0]["topic"], REPORTS_FILTER);
     }
 
     #[test]

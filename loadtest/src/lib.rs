@@ -8,15 +8,27 @@
 //! - [`mqtt`]: the bits of MQTT 3.1.1 the scenarios send and read;
 //! - [`scenario`]: scenario files, validated with every problem reported;
 //! - [`idle`]: the `idle-connections` scenario (memory per idle authenticated session);
+//! - [`reconnect`]: the `reconnect-storm` scenario (time to take back a fleet that drops at
+//!   once);
+//! - [`conn`]: an active MQTT connection (publish, subscribe, framing) for the scenarios
+//!   that move messages;
+//! - [`telemetry`]: the `telemetry` scenario (property reports to a subscriber: rate, latency);
+//! - [`command`]: the `command-roundtrip` scenario (sync commands through the HTTP API);
+//! - [`series`]: per-second time series of the reports;
 //! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
 //! - [`summary`]: a Markdown table comparing the reports of several servers.
 //!
 //! Called by the `fleetgate-loadtest` binary (`src/main.rs`) and by `loadtest/compare-idle.sh`.
 
+pub mod command;
+pub mod conn;
 pub mod credentials;
 pub mod idle;
 pub mod mqtt;
 pub mod procfs;
+pub mod reconnect;
 pub mod scenario;
+pub mod series;
 pub mod stats;
 pub mod summary;
+pub mod telemetry;

@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand};
 use fleetgate_loadtest::credentials::{provision_file, valid_product};
 use fleetgate_loadtest::idle::{self, protocol::WorkerShare};
 use fleetgate_loadtest::scenario::IdleScenario;
+use fleetgate_loadtest::scenario::{CommandScenario, TelemetryScenario};
+use fleetgate_loadtest::{command, telemetry};
+use fleetgate_loadtest::{reconnect, scenario::ReconnectScenario};
 
 /// Load generator for fleetgate. Every run is bounded in count and time and targets only
 /// 127.0.0.0/8.
@@ -56,6 +59,55 @@ enum Cmd {
         /// Internal: run as worker INDEX/PROCESSES of a coordinator.
         #[arg(long, hide = true)]
         worker: Option<WorkerShare>,
+    },
+    /// Connects COUNT authenticated devices, holds them, then drops every connection at once
+    /// and reconnects them all; reports the time to recover, the auth rate and the server's
+    /// CPU. Exits 1 unless every device came back.
+    ReconnectStorm {
+        /// Scenario file (see loadtest/scenarios/reconnect-storm.toml).
+        #[arg(long, required_unless_present = "worker")]
+        scenario: Option<PathBuf>,
+        /// Writes the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The server's pid (overrides the file's `server_pid`).
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Internal: run as worker INDEX/PROCESSES of a coordinator.
+        #[arg(long, hide = true)]
+        worker: Option<WorkerShare>,
+    },
+    /// COUNT devices publish property reports at RATE per second in total; one subscriber
+    /// (device 0, allowed by the ACL rule `credentials` provisions) receives them. Reports the
+    /// delivered rate, end-to-end latency percentiles, losses, server and generator CPU. Exits
+    /// 1 unless every device connected, every report was sent and (at QoS 1) none was lost.
+    Telemetry {
+        /// Scenario file (see loadtest/scenarios/telemetry.toml).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Writes the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The server's pid (overrides the file's `server_pid`).
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// COUNT online devices answer commands sent through the HTTP API at RATE per second with
+    /// bounded concurrency. Reports round-trip latency percentiles and errors by status. Exits
+    /// 1 unless every command was answered.
+    CommandRoundtrip {
+        /// Scenario file (see loadtest/scenarios/command-roundtrip.toml).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// File holding the API key (overrides the file's `api_key_file`).
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
+        /// Writes the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The server's pid (overrides the file's `server_pid`).
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
     /// Prints a Markdown table comparing idle-connections reports (NAME=REPORT.json …).
     Summary {
@@ -115,6 +167,46 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 s.server_pid = server_pid;
             }
             idle::main(&s, json.as_deref())
+        }
+        Cmd::ReconnectStorm {
+            worker: Some(share),
+            ..
+        } => reconnect::worker::run(share).map(|()| true),
+        Cmd::ReconnectStorm {
+            scenario,
+            json,
+            server_pid,
+            worker: None,
+        } => {
+            let path = scenario.context("--scenario is required")?;
+            let mut s = ReconnectScenario::load(&path)?;
+            if server_pid.is_some() {
+                s.server_pid = server_pid;
+            }
+            reconnect::main(&s, json.as_deref())
+        }
+        Cmd::Telemetry {
+            scenario,
+            json,
+            server_pid,
+        } => {
+            let mut s = TelemetryScenario::load(&scenario)?;
+            if server_pid.is_some() {
+                s.fleet.server_pid = server_pid;
+            }
+            telemetry::main(&s, json.as_deref())
+        }
+        Cmd::CommandRoundtrip {
+            scenario,
+            api_key_file,
+            json,
+            server_pid,
+        } => {
+            let mut s = CommandScenario::load(&scenario)?;
+            if server_pid.is_some() {
+                s.fleet.server_pid = server_pid;
+            }
+            command::main(&s, api_key_file.as_deref(), json.as_deref())
         }
         Cmd::Summary { reports } => {
             let mut rows = Vec::new();

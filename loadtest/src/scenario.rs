@@ -14,6 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::credentials::valid_product;
 
+mod reconnect;
+pub use reconnect::{MAX_PER_SOURCE, ReconnectScenario};
+mod traffic;
+pub use traffic::{Auth, CommandScenario, Fleet, MAX_ACTIVE_DEVICES, TelemetryScenario};
+
 /// Most connections one generator process holds (the hard open-file limit here is 20,000).
 pub const MAX_PER_PROCESS: u64 = 16_000;
 /// Most source addresses: 127.0.0.2 ..= 127.0.0.251.

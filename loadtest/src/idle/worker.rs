@@ -28,13 +28,18 @@ use crate::scenario::{IdleScenario, share};
 use crate::stats::latency_histogram;
 
 /// Writes one event line to standard output (the coordinator's pipe).
-fn emit(event: &Event) {
+pub(crate) fn emit_line<T: serde::Serialize>(event: &T) {
     let mut out = std::io::stdout().lock();
     // A broken pipe means the coordinator is gone; the worker then stops on stdin EOF.
     if let Ok(line) = serde_json::to_string(event) {
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
+}
+
+/// Writes one event to the coordinator.
+fn emit(event: &Event) {
+    emit_line(event);
 }
 
 /// Runs a worker: reads its [`WorkerInit`] and commands from standard input.
@@ -102,13 +107,13 @@ enum ConnEvent {
     Closed,
 }
 
-/// Everything one connection task needs.
+/// Everything one connection task needs (also used by the `reconnect-storm` workers).
 #[derive(Debug, Clone)]
-struct ConnSpec {
-    target: SocketAddr,
-    source: Ipv4Addr,
-    keepalive: Duration,
-    timeout: Duration,
+pub(crate) struct ConnSpec {
+    pub(crate) target: SocketAddr,
+    pub(crate) source: Ipv4Addr,
+    pub(crate) keepalive: Duration,
+    pub(crate) timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -259,13 +264,14 @@ impl Worker {
 }
 
 /// A stable label for an I/O error at a stage of the handshake.
-fn label(stage: &str, e: &std::io::Error) -> String {
+pub(crate) fn label(stage: &str, e: &std::io::Error) -> String {
     format!("{stage}: {}", e.kind())
 }
 
 /// Connects from `spec.source` (port chosen at connect time, IP_BIND_ADDRESS_NO_PORT), sends
-/// CONNECT and reads CONNACK.
-async fn handshake(
+/// CONNECT and reads CONNACK. Failures are stable labels (`connack 4`, `connect: …`); the
+/// `reconnect-storm` workers use it too.
+pub(crate) async fn handshake(
     spec: &ConnSpec,
     creds: MqttCredentials,
     keepalive_secs: u16,

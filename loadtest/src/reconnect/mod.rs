@@ -1,0 +1,516 @@
+//! The `reconnect-storm` scenario: how fast does the server take back a whole fleet that drops
+//! at once (a network blip, a load balancer restart)?
+//!
+//! As in `idle-connections`, the coordinator (this module) re-executes the binary as
+//! `processes` workers ([`worker`]), each owning devices `i, i+P, …` spread over the source
+//! addresses, so the run scales past one process's open-file limit and one address's ports.
+//! The workers connect every device and hold; then the coordinator picks an instant 200 ms
+//! ahead on the wall clock (shared by all processes) and every worker closes all its sockets at
+//! that instant and reconnects each device immediately. Workers record, per device, the time
+//! from the drop to its CONNACK 0; the coordinator samples the server's `/proc/PID/stat` about
+//! every 100 ms until every worker reports its devices back (or given up at
+//! `storm_timeout_secs`). The [`report::ReconnectReport`] gives the recovery milestones, the
+//! auth rate, CONNACK latency, refusals by code, a per-100-ms series, the server's CPU and the
+//! generator's own.
+//!
+//! Everything is bounded: the scenario caps counts and durations, the coordinator and every
+//! worker give up at [`ReconnectScenario::deadline_secs`], and workers stop when the
+//! coordinator's pipe closes.
+
+pub mod protocol;
+pub mod report;
+pub mod worker;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+
+use crate::idle::protocol::WorkerShare;
+use crate::procfs::{self, CpuSecs, CpuTicks};
+use crate::scenario::ReconnectScenario;
+use crate::stats::{latency_histogram, percentiles};
+use protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
+use report::{CpuPoint, Generator, Initial, Milestones, ReconnectReport, SERIES_STEP_MS, Storm};
+
+/// A message from a worker's reader thread.
+enum FromWorker {
+    Event(Event),
+    Gone,
+}
+
+/// The worker processes, their pipes, and the latest counters of each.
+struct Workers {
+    children: Vec<Child>,
+    stdins: Vec<ChildStdin>,
+    events: mpsc::Receiver<(usize, FromWorker)>,
+    latest: Vec<Counts>,
+    finished: Vec<bool>,
+    deadline: Instant,
+}
+
+impl Workers {
+    fn spawn(s: &ReconnectScenario) -> anyhow::Result<Workers> {
+        let exe = std::env::current_exe().context("locating this executable")?;
+        let deadline_secs = s.deadline_secs();
+        let init = serde_json::to_string(&WorkerInit {
+            scenario: s.clone(),
+            deadline_secs,
+        })?;
+        let (tx, events) = mpsc::channel();
+        let mut w = Workers {
+            children: Vec::new(),
+            stdins: Vec::new(),
+            events,
+            latest: vec![Counts::default(); s.processes as usize],
+            finished: vec![false; s.processes as usize],
+            deadline: Instant::now() + Duration::from_secs(deadline_secs),
+        };
+        for index in 0..s.processes {
+            let share = WorkerShare {
+                index,
+                processes: s.processes,
+            };
+            let mut child = Process::new(&exe)
+                .args(["reconnect-storm", "--worker", &share.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .with_context(|| format!("starting worker {share}"))?;
+            let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                bail!("worker {share} has no pipes");
+            };
+            w.children.push(child);
+            writeln!(stdin, "{init}")
+                .with_context(|| format!("sending worker {share} its scenario"))?;
+            w.stdins.push(stdin);
+            let tx = tx.clone();
+            let i = index as usize;
+            std::thread::Builder::new()
+                .name(format!("worker-{index}"))
+                .spawn(move || {
+                    for line in BufReader::new(stdout).lines() {
+                        let Ok(line) = line else { break };
+                        let ev = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| {
+                            Event::Fatal(format!("unreadable line {line:?}: {e}"))
+                        });
+                        if tx.send((i, FromWorker::Event(ev))).is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tx.send((i, FromWorker::Gone));
+                })?;
+        }
+        Ok(w)
+    }
+
+    fn send_all(&mut self, cmd: &Command) -> anyhow::Result<()> {
+        let line = serde_json::to_string(cmd)?;
+        for (i, stdin) in self.stdins.iter_mut().enumerate() {
+            writeln!(stdin, "{line}").with_context(|| format!("worker {i} is gone"))?;
+            stdin
+                .flush()
+                .with_context(|| format!("worker {i} is gone"))?;
+        }
+        Ok(())
+    }
+
+    /// The next message before `until` (or the run's deadline); `None` at `until`.
+    fn next_until(&mut self, until: Instant) -> anyhow::Result<Option<(usize, Event)>> {
+        let limit = until.min(self.deadline);
+        loop {
+            let left = limit.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok((i, FromWorker::Event(Event::Fatal(why)))) => bail!("worker {i}: {why}"),
+                Ok((i, FromWorker::Event(ev))) => {
+                    match &ev {
+                        Event::Progress(c)
+                        | Event::Reached(c)
+                        | Event::Status(c)
+                        | Event::Recovered(c) => self.latest[i] = *c,
+                        Event::Final(_) => self.finished[i] = true,
+                        Event::Fatal(_) => {}
+                    }
+                    return Ok(Some((i, ev)));
+                }
+                Ok((i, FromWorker::Gone)) if self.finished[i] => {}
+                Ok((i, FromWorker::Gone)) => {
+                    let _ = self.children[i].try_wait();
+                    bail!("worker {i} exited unexpectedly")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker is gone"),
+                Err(_) if limit < until || Instant::now() >= self.deadline => {
+                    bail!("the run passed its deadline")
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    fn total(&self) -> Counts {
+        let mut t = Counts::default();
+        for c in &self.latest {
+            t.add(c);
+        }
+        t
+    }
+
+    /// Sends `cmd` to every worker and waits until each has answered with an event `done`
+    /// accepts; `tick` runs about every `every` meanwhile (progress, samples).
+    fn round(
+        &mut self,
+        cmd: &Command,
+        done: fn(&Event) -> bool,
+        every: Duration,
+        mut tick: impl FnMut(&Counts),
+    ) -> anyhow::Result<Counts> {
+        self.send_all(cmd)?;
+        let mut answered = vec![false; self.children.len()];
+        let mut next_tick = Instant::now() + every;
+        while answered.iter().any(|a| !a) {
+            if let Some((i, ev)) = self.next_until(next_tick)?
+                && done(&ev)
+            {
+                answered[i] = true;
+            }
+            if Instant::now() >= next_tick {
+                tick(&self.total());
+                next_tick = Instant::now() + every;
+            }
+        }
+        Ok(self.total())
+    }
+
+    /// Stops every worker and collects their reports.
+    fn stop(mut self) -> anyhow::Result<Vec<WorkerReport>> {
+        let n = self.children.len();
+        let mut reports: Vec<Option<WorkerReport>> = vec![None; n];
+        self.send_all(&Command::Stop)?;
+        while reports.iter().any(Option::is_none) {
+            if let Some((i, Event::Final(r))) = self.next_until(self.deadline)? {
+                reports[i] = Some(*r);
+            }
+        }
+        for (i, child) in self.children.iter_mut().enumerate() {
+            let until = Instant::now() + Duration::from_secs(10);
+            while child.try_wait()?.is_none() {
+                if Instant::now() >= until {
+                    bail!("worker {i} did not exit within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(reports.into_iter().flatten().collect())
+    }
+}
+
+impl Drop for Workers {
+    /// Workers still running (after an error) are killed by their pid and reaped.
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn cpu_since(a: CpuTicks, b: CpuTicks) -> CpuSecs {
+    CpuSecs::from_ticks(
+        b.user.saturating_sub(a.user),
+        b.system.saturating_sub(a.system),
+    )
+}
+
+/// What the coordinator measured itself, for [`assemble`].
+struct Measured {
+    started_unix: u64,
+    wall_secs: f64,
+    ramp_secs: f64,
+    alive_before: u64,
+    storm_secs: f64,
+    alive_after: u64,
+    server_storm_cpu: Option<CpuSecs>,
+    server_cpu_series: Vec<CpuPoint>,
+}
+
+/// Runs the scenario; returns the report (whose `ok` says whether every device came back).
+pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
+    let started = Instant::now();
+    let started_unix = unix_us(SystemTime::now()) / 1_000_000;
+    eprintln!(
+        "reconnect-storm: {} devices to {} at {}/s from {} source address(es) in {} process(es)",
+        s.count, s.target, s.rate, s.sources, s.processes
+    );
+    let server_ticks = || {
+        s.server_pid
+            .and_then(|pid| procfs::cpu_ticks(&pid.to_string()).ok())
+    };
+    if let Some(pid) = s.server_pid {
+        procfs::cpu_ticks(&pid.to_string())
+            .with_context(|| format!("reading the CPU of server pid {pid} (is it running?)"))?;
+    }
+    let mut workers = Workers::spawn(s)?;
+    let progress = |what: &str| {
+        let what = what.to_owned();
+        move |t: &Counts| {
+            eprintln!(
+                "  … {what}: {} open, {} back of {} dropped, {} failed attempts",
+                t.alive, t.reconnected, t.dropped, t.storm_failed_attempts
+            )
+        }
+    };
+
+    let t0 = Instant::now();
+    let reached = workers.round(
+        &Command::Open,
+        |ev| matches!(ev, Event::Reached(_)),
+        Duration::from_secs(1),
+        progress("connecting"),
+    )?;
+    let ramp_secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "  {} established, {} failed after {ramp_secs:.2} s; holding {} s",
+        reached.established, reached.failed, s.hold_secs
+    );
+    std::thread::sleep(Duration::from_secs(s.hold_secs));
+    let before = workers.round(
+        &Command::Status,
+        |ev| matches!(ev, Event::Status(_)),
+        Duration::from_secs(1),
+        |_| {},
+    )?;
+
+    // The storm: every worker drops at `at`. The server's CPU is read just before the command
+    // goes out (so the baseline includes up to 200 ms of the idle server) and about every
+    // step after.
+    let server_before = server_ticks();
+    let at = SystemTime::now() + Duration::from_millis(200);
+    let at_instant = Instant::now() + Duration::from_millis(200);
+    eprintln!("  dropping {} connections at once", before.alive);
+    let mut series = Vec::new();
+    let mut last_print = Instant::now();
+    workers.round(
+        &Command::Storm {
+            at_unix_us: unix_us(at),
+        },
+        |ev| matches!(ev, Event::Recovered(_)),
+        Duration::from_millis(SERIES_STEP_MS),
+        |t| {
+            let now = Instant::now();
+            if let (Some(base), Some(ticks)) = (server_before, server_ticks()) {
+                let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                series.push(CpuPoint {
+                    t_ms: ms(now.saturating_duration_since(at_instant))
+                        - ms(at_instant.saturating_duration_since(now)),
+                    cpu_secs: cpu_since(base, ticks).total(),
+                });
+            }
+            if last_print.elapsed() >= Duration::from_secs(1) {
+                progress("storm")(t);
+                last_print = now;
+            }
+        },
+    )?;
+    let storm_secs = at_instant.elapsed().as_secs_f64();
+    let server_storm_cpu = match (server_before, server_ticks()) {
+        (Some(a), Some(b)) => Some(cpu_since(a, b)),
+        _ => None,
+    };
+    eprintln!(
+        "  storm over after {storm_secs:.2} s; holding {} s",
+        s.hold_after_secs
+    );
+    std::thread::sleep(Duration::from_secs(s.hold_after_secs));
+    let after = workers.round(
+        &Command::Status,
+        |ev| matches!(ev, Event::Status(_)),
+        Duration::from_secs(1),
+        |_| {},
+    )?;
+    let reports = workers.stop()?;
+    Ok(assemble(
+        s,
+        Measured {
+            started_unix,
+            wall_secs: started.elapsed().as_secs_f64(),
+            ramp_secs,
+            alive_before: before.alive,
+            storm_secs,
+            alive_after: after.alive,
+            server_storm_cpu,
+            server_cpu_series: series,
+        },
+        &reports,
+    ))
+}
+
+/// Builds the report from the workers' reports and the coordinator's measurements.
+fn assemble(s: &ReconnectScenario, m: Measured, reports: &[WorkerReport]) -> ReconnectReport {
+    let mut totals = Counts::default();
+    let mut initial = Initial {
+        requested: s.count,
+        ramp_secs: m.ramp_secs,
+        alive_before_storm: m.alive_before,
+        ..Initial::default()
+    };
+    let mut storm = Storm {
+        storm_secs: m.storm_secs,
+        ..Storm::default()
+    };
+    let mut lost = std::collections::BTreeMap::new();
+    let mut connect_hist = latency_histogram();
+    let mut storm_hist = latency_histogram();
+    let mut offsets = Vec::new();
+    let mut workers = Vec::new();
+    let (mut cpu, mut storm_cpu) = (CpuSecs::default(), CpuSecs::default());
+    let merge = |into: &mut std::collections::BTreeMap<String, u64>,
+                 from: &std::collections::BTreeMap<String, u64>| {
+        for (k, v) in from {
+            *into.entry(k.clone()).or_default() += v;
+        }
+    };
+    for (index, r) in reports.iter().enumerate() {
+        totals.add(&r.counts);
+        merge(&mut initial.failures, &r.failures);
+        merge(&mut storm.failures, &r.storm_failures);
+        merge(&mut storm.gave_up, &r.gave_up);
+        merge(&mut lost, &r.lost);
+        for &(v, n) in &r.connect_latency_us {
+            let _ = connect_hist.record_n(v, n);
+        }
+        for &(v, n) in &r.storm_latency_us {
+            let _ = storm_hist.record_n(v, n);
+        }
+        offsets.extend_from_slice(&r.reconnected_at_us);
+        cpu.user += r.cpu.user;
+        cpu.system += r.cpu.system;
+        storm_cpu.user += r.storm_cpu.user;
+        storm_cpu.system += r.storm_cpu.system;
+        workers.push(report::Worker {
+            index: index as u32,
+            reconnected: r.counts.reconnected,
+            storm_cpu: r.storm_cpu,
+            cpu: r.cpu,
+            memory: r.memory,
+        });
+    }
+    if let Ok(me) = procfs::cpu_ticks("self") {
+        let mine = CpuSecs::from_ticks(me.user, me.system);
+        cpu.user += mine.user;
+        cpu.system += mine.system;
+    }
+    offsets.sort_unstable();
+
+    initial.attempted = totals.attempted;
+    initial.established = totals.established;
+    initial.failed = totals.failed;
+    initial.connect_latency_us = percentiles(&connect_hist);
+    initial.connect_rate_per_sec = if m.ramp_secs > 0.0 {
+        totals.established as f64 / m.ramp_secs
+    } else {
+        0.0
+    };
+
+    storm.dropped = totals.dropped;
+    storm.reconnected = totals.reconnected;
+    storm.recovered = totals.dropped > 0 && totals.reconnected == totals.dropped;
+    storm.milestones = Milestones::from_sorted(&offsets, totals.dropped);
+    storm.recovery_secs = storm.milestones.p100;
+    storm.attempts = totals.reconnected + totals.storm_failed_attempts;
+    for (reason, n) in &storm.failures {
+        if let Some(code) = reason
+            .strip_prefix("connack ")
+            .and_then(|c| c.parse::<u8>().ok())
+        {
+            *storm.refusals.entry(code).or_default() += n;
+        }
+    }
+    storm.connacks = totals.reconnected + storm.refusals.values().sum::<u64>();
+    let span = storm.recovery_secs.unwrap_or(m.storm_secs);
+    if span > 0.0 {
+        storm.auth_rate_per_sec = storm.connacks as f64 / span;
+        storm.accepted_rate_per_sec = totals.reconnected as f64 / span;
+    }
+    storm.connack_latency_us = percentiles(&storm_hist);
+    let last_us = offsets.last().copied().unwrap_or(0);
+    let steps = (last_us / 1000 / SERIES_STEP_MS + 1).max((m.storm_secs * 10.0).ceil() as u64);
+    storm.series = report::series(&offsets, steps);
+    storm.peak_accepted_per_sec = storm
+        .series
+        .iter()
+        .map(|p| p.reconnected)
+        .max()
+        .unwrap_or(0) as f64
+        * (1000 / SERIES_STEP_MS) as f64;
+
+    let server = s.server_pid.map(|pid| {
+        let c = m.server_storm_cpu.unwrap_or_default();
+        report::Server {
+            pid,
+            storm_cpu: c,
+            storm_cores_busy: if m.storm_secs > 0.0 {
+                c.total() / m.storm_secs
+            } else {
+                0.0
+            },
+            cpu_us_per_reconnect: if totals.reconnected > 0 {
+                c.total() * 1e6 / totals.reconnected as f64
+            } else {
+                0.0
+            },
+            cpu_series: m.server_cpu_series,
+            memory_after: procfs::memory(pid).ok(),
+        }
+    });
+    let ok = totals.established == s.count
+        && storm.recovered
+        && totals.dropped == s.count
+        && m.alive_after == s.count
+        && lost.is_empty();
+    ReconnectReport {
+        scenario_kind: "reconnect-storm",
+        scenario: s.clone(),
+        started_unix: m.started_unix,
+        ok,
+        initial,
+        storm,
+        alive_after: m.alive_after,
+        lost,
+        server,
+        generator: Generator {
+            processes: s.processes,
+            wall_secs: m.wall_secs,
+            cpu,
+            storm_cores_busy: if m.storm_secs > 0.0 {
+                storm_cpu.total() / m.storm_secs
+            } else {
+                0.0
+            },
+            storm_cpu,
+            workers,
+        },
+    }
+}
+
+/// `reconnect-storm --scenario FILE`: runs, prints the summary, writes the JSON report.
+pub fn main(s: &ReconnectScenario, json: Option<&Path>) -> anyhow::Result<bool> {
+    let report = run(s)?;
+    print!("{}", report.text());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(report.ok)
+}

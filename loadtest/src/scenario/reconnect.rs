@@ -1,0 +1,266 @@
+//! The `reconnect-storm` scenario file: `count` devices connect at `rate`, hold, then all drop
+//! their connections at once and reconnect immediately. Read and validated like every scenario
+//! file (unknown keys refused, every problem reported at once) with the parent module's reader.
+//! Used by [`crate::reconnect`] and the `reconnect-storm` subcommand.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_PER_PROCESS, MAX_SOURCES, Problems, Reader};
+use crate::credentials::valid_product;
+
+/// Most devices per source address: each reconnecting device briefly holds two ephemeral ports
+/// of its source (the old one in TIME_WAIT, the new one), out of ~28,000.
+pub const MAX_PER_SOURCE: u64 = 12_000;
+
+/// The `reconnect-storm` scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconnectScenario {
+    /// The MQTT listener (IPv4 loopback only).
+    pub target: SocketAddr,
+    /// Product id of the devices (`lt_n000001`, …).
+    pub product: String,
+    /// Seed of the device secrets (as given to `credentials --seed`).
+    pub seed: u64,
+    /// Devices (1..=count), one connection each.
+    pub count: u64,
+    /// New connections per second while the devices first connect, all processes together.
+    pub rate: u64,
+    /// Source addresses 127.0.0.2, 127.0.0.3, … the devices are spread over.
+    pub sources: u32,
+    /// Generator processes.
+    pub processes: u32,
+    /// MQTT keep-alive; each connection sends PINGREQ this often.
+    pub keepalive_secs: u16,
+    /// Seconds all connections are held before the storm.
+    pub hold_secs: u64,
+    /// The server's process id, whose CPU is sampled; none = no sampling.
+    pub server_pid: Option<u32>,
+    /// Seconds from connect() to CONNACK before an attempt counts as failed.
+    pub connect_timeout_secs: u64,
+    /// Sign type of the client id: 0 (timestamp not checked) or 1 (checked).
+    pub sign_type: u8,
+    /// Initial connection attempts awaiting CONNACK at once, per process (the storm itself is
+    /// not throttled).
+    pub max_inflight: u64,
+    /// Seconds after the drop by which every device must be back; devices still out then give
+    /// up and count as not recovered.
+    pub storm_timeout_secs: u64,
+    /// Milliseconds a device waits after a failed reconnect attempt before the next one.
+    pub retry_delay_ms: u64,
+    /// Seconds the reconnected devices are held before the run stops (catches late losses).
+    pub hold_after_secs: u64,
+}
+
+/// The keys of `ReconnectScenario`, for the unknown-key check.
+const RECONNECT_KEYS: &[&str] = &[
+    "target",
+    "product",
+    "seed",
+    "count",
+    "rate",
+    "sources",
+    "processes",
+    "keepalive_secs",
+    "hold_secs",
+    "server_pid",
+    "connect_timeout_secs",
+    "sign_type",
+    "max_inflight",
+    "storm_timeout_secs",
+    "retry_delay_ms",
+    "hold_after_secs",
+];
+
+impl ReconnectScenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> anyhow::Result<ReconnectScenario> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        ReconnectScenario::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Parses and validates scenario text.
+    pub fn parse(text: &str) -> Result<ReconnectScenario, Problems> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| Problems(vec![e.to_string()]))?;
+        let mut r = Reader {
+            table: &table,
+            problems: Vec::new(),
+        };
+        for key in table.keys() {
+            if !RECONNECT_KEYS.contains(&key.as_str()) {
+                r.problems.push(format!(
+                    "{key}: unknown key (known: {})",
+                    RECONNECT_KEYS.join(", ")
+                ));
+            }
+        }
+        let target_text = r.string("target", None);
+        let product = r.string("product", Some("lt"));
+        let seed = r.int("seed", Some(1), 0..=u64::MAX);
+        let count = r.int("count", None, 1..=1_000_000);
+        let rate = r.int("rate", None, 1..=100_000);
+        let sources = r.int("sources", Some(8), 1..=u64::from(MAX_SOURCES)) as u32;
+        let processes = r.int("processes", Some(count.div_ceil(10_000).max(1)), 1..=64) as u32;
+        let keepalive_secs = r.int("keepalive_secs", Some(300), 10..=1200) as u16;
+        let hold_secs = r.int("hold_secs", Some(5), 0..=3600);
+        let server_pid = r
+            .table
+            .contains_key("server_pid")
+            .then(|| r.int("server_pid", None, 1..=u64::from(u32::MAX)) as u32);
+        let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
+        let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
+        let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
+        let storm_timeout_secs = r.int("storm_timeout_secs", Some(60), 1..=600);
+        let retry_delay_ms = r.int("retry_delay_ms", Some(100), 0..=60_000);
+        let hold_after_secs = r.int("hold_after_secs", Some(2), 0..=3600);
+        let mut problems = r.problems;
+
+        let target = match target_text.parse::<SocketAddr>() {
+            Ok(addr) => {
+                if !matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback()) {
+                    problems.push(format!("target: {addr} is not an IPv4 loopback address (127.0.0.0/8); load is only ever sent to this machine"));
+                }
+                if addr.port() == 0 {
+                    problems.push("target: port 0 is not a listener".to_owned());
+                }
+                addr
+            }
+            Err(_) => {
+                if !target_text.is_empty() {
+                    problems.push(format!("target: {target_text:?} is not an IP:PORT address"));
+                }
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
+            }
+        };
+        if !valid_product(&product) {
+            problems.push(format!(
+                "product: {product:?} must be 1-32 characters of [A-Za-z0-9-]"
+            ));
+        }
+        let per_process = count.div_ceil(u64::from(processes));
+        if per_process > MAX_PER_PROCESS {
+            problems.push(format!(
+                "processes: {processes} process(es) for {count} devices is {per_process} each; at most {MAX_PER_PROCESS} per process (open-file limit 20,000): use processes >= {}",
+                count.div_ceil(MAX_PER_PROCESS)
+            ));
+        }
+        if u64::from(processes) > count {
+            problems.push(format!(
+                "processes: {processes} is more than count ({count})"
+            ));
+        }
+        let per_source = count.div_ceil(u64::from(sources));
+        if per_source > MAX_PER_SOURCE {
+            problems.push(format!(
+                "sources: {sources} source(s) for {count} devices is {per_source} each; at most {MAX_PER_SOURCE} per source (a reconnecting device holds two ephemeral ports): use sources >= {}",
+                count.div_ceil(MAX_PER_SOURCE)
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(Problems(problems));
+        }
+        Ok(ReconnectScenario {
+            target,
+            product,
+            seed,
+            count,
+            rate,
+            sources,
+            processes,
+            keepalive_secs,
+            hold_secs,
+            server_pid,
+            connect_timeout_secs,
+            sign_type,
+            max_inflight,
+            storm_timeout_secs,
+            retry_delay_ms,
+            hold_after_secs,
+        })
+    }
+
+    /// Source address of global connection number `g` (0-based): 127.0.0.2, 127.0.0.3, …
+    pub fn source(&self, g: u64) -> Ipv4Addr {
+        let last = 2 + (g % u64::from(self.sources.max(1)));
+        Ipv4Addr::new(127, 0, 0, last as u8)
+    }
+
+    /// An upper bound on the run's duration, seconds: connecting at the configured rate (with
+    /// slack for a slow server), the holds, the storm, and a minute to stop.
+    pub fn deadline_secs(&self) -> u64 {
+        let ramp = (2 * self.count).div_ceil(self.rate);
+        ramp + self.connect_timeout_secs
+            + 10
+            + self.hold_secs
+            + self.storm_timeout_secs
+            + self.connect_timeout_secs
+            + self.hold_after_secs
+            + 60
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "target = \"127.0.0.1:18830\"\ncount = 100\nrate = 500\n";
+
+    #[test]
+    fn minimal_file_gets_the_defaults() {
+        let s = ReconnectScenario::parse(MINIMAL).unwrap();
+        assert_eq!(s.product, "lt");
+        assert_eq!(s.processes, 1);
+        assert_eq!(s.sources, 8);
+        assert_eq!(s.storm_timeout_secs, 60);
+        assert_eq!(s.retry_delay_ms, 100);
+        assert_eq!(s.server_pid, None);
+    }
+
+    #[test]
+    fn the_sample_file_is_valid() {
+        let text = include_str!("../../scenarios/reconnect-storm.toml");
+        let s = ReconnectScenario::parse(text).unwrap();
+        assert_eq!(s.count, 19_000);
+        assert!(s.count.div_ceil(u64::from(s.processes)) <= MAX_PER_PROCESS);
+        assert!(s.count.div_ceil(u64::from(s.sources)) <= MAX_PER_SOURCE);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = r#"
+            target = "10.0.0.1:1883"
+            count = 40000
+            rate = 10
+            processes = 2
+            sources = 1
+            storm_timeout_secs = 0
+            checkpoints = [1]
+        "#;
+        let Problems(p) = ReconnectScenario::parse(text).unwrap_err();
+        let has = |needle: &str| p.iter().any(|m| m.contains(needle));
+        assert!(has("checkpoints: unknown key"), "{p:#?}");
+        assert!(has("not an IPv4 loopback"), "{p:#?}");
+        assert!(
+            has("storm_timeout_secs: must be an integer in 1..=600"),
+            "{p:#?}"
+        );
+        assert!(has("processes: 2 process(es) for 40000 devices"), "{p:#?}");
+        assert!(has("sources: 1 source(s) for 40000 devices"), "{p:#?}");
+        assert_eq!(p.len(), 5, "{p:#?}");
+    }
+
+    #[test]
+    fn sources_cycle_and_the_deadline_covers_the_storm() {
+        let s = ReconnectScenario::parse(MINIMAL).unwrap();
+        assert_eq!(s.source(0).to_string(), "127.0.0.2");
+        assert_eq!(s.source(8).to_string(), "127.0.0.2");
+        let mut longer = s.clone();
+        longer.storm_timeout_secs += 30;
+        assert_eq!(longer.deadline_secs(), s.deadline_secs() + 30);
+    }
+}

@@ -1,0 +1,215 @@
+//! Shared by the `telemetry` and `command-roundtrip` smoke tests: a real `fleetgate` on a
+//! temporary data directory with load-test devices provisioned, and bounded child processes.
+//!
+//! The `fleetgate` binary is not a target of this package, so it is looked up beside this
+//! package's binary in the target directory (`cargo build -p fleetgate-api`; `cargo test
+//! --workspace` builds it), or taken from `LOADTEST_FLEETGATE_BIN`.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub(crate) const LOADTEST: &str = env!("CARGO_BIN_EXE_fleetgate-loadtest");
+
+pub(crate) fn fleetgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOADTEST_FLEETGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let beside = Path::new(LOADTEST).with_file_name("fleetgate");
+    assert!(
+        beside.exists(),
+        "{} not found: build it with `cargo build -p fleetgate-api` (cargo test --workspace does) or set LOADTEST_FLEETGATE_BIN",
+        beside.display()
+    );
+    beside
+}
+
+/// A fleetgate process on a temporary data directory; killed by its pid on drop.
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) mqtt: String,
+    pub(crate) api: String,
+    pub(crate) data: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// The administrator's API key, written at first start.
+    pub(crate) fn admin_key_file(&self) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for p in [
+                self.data.join("store").join("admin-api-key"),
+                self.data.join("admin-api-key"),
+            ] {
+                if p.exists() {
+                    return p;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no admin-api-key under {}",
+                self.data.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Registers devices 1..=`count` (and the monitor, device 0) of product `lt` with secrets from
+/// `seed`, then starts fleetgate on epoll with its MQTT and API listeners on free ports.
+pub(crate) fn start_server(count: u64, seed: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let devices = dir.path().join("devices.json");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .args([
+                "credentials",
+                "--count",
+                &count.to_string(),
+                "--product",
+                "lt",
+            ])
+            .args(["--seed", &seed.to_string(), "--out"])
+            .arg(&devices),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "credentials: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let out = run_bounded(
+        Command::new(fleetgate_bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("provision")
+            .arg(&devices),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "provision: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("\"errors\":[\""),
+        "provision reported errors: {stdout}"
+    );
+
+    let mut cmd = Command::new(fleetgate_bin());
+    cmd.arg("--data-dir").arg(&data).args([
+        "--api-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--set",
+        "engine.mqtt.listen=127.0.0.1:0",
+        "--set",
+        "engine.driver=epoll",
+    ]);
+    for off in [
+        "mqtts",
+        "mqtt_ws",
+        "coap",
+        "coaps",
+        "device_https",
+        "app_mqtt",
+    ] {
+        cmd.args(["--set", &format!("engine.{off}.enabled=false")]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Reads every log line (so the pipe never fills) and passes on the listeners.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                let addr = v["addr"].as_str().unwrap_or_default().to_owned();
+                if v["message"] == "mqtt listening" {
+                    let _ = tx.send(("mqtt", addr));
+                } else if v["message"] == "api listening" {
+                    let _ = tx.send(("api", addr));
+                }
+            }
+        }
+    });
+    let mut server = Server {
+        child,
+        mqtt: String::new(),
+        api: String::new(),
+        data,
+        dir,
+    };
+    while server.mqtt.is_empty() || server.api.is_empty() {
+        let (what, addr) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("fleetgate did not log its listeners within 60 s");
+        match what {
+            "mqtt" => server.mqtt = addr,
+            _ => server.api = addr,
+        }
+    }
+    server
+}
+
+/// Runs a command to completion, killing it past `limit`.
+pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            child.kill().unwrap();
+            panic!("{cmd:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Reads a JSON report.
+pub(crate) fn read_report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Checks the per-second series: points numbered from 0, each with `t` and `p99_us`.
+pub(crate) fn check_series(report: &serde_json::Value) {
+    let series = report["series"].as_array().unwrap();
+    assert!(!series.is_empty(), "{report}");
+    for (i, p) in series.iter().enumerate() {
+        assert_eq!(p["t"], i as u64, "{p}");
+        assert!(p["p99_us"].is_u64(), "{p}");
+    }
+}
+
+/// Checks the generator's CPU block.
+pub(crate) fn check_generator(report: &serde_json::Value) {
+    let g = &report["generator"];
+    assert!(g["wall_secs"].as_f64().unwrap() > 0.0, "{g}");
+    assert!(
+        g["cpu"]["user"].is_f64() && g["cpu"]["system"].is_f64(),
+        "{g}"
+    );
+}
