@@ -31,11 +31,11 @@ use tokio::sync::watch;
 
 use crate::conn::{self, Framer, Packet};
 use crate::credentials::device_id;
-use crate::procfs::{self, CpuSecs, CpuTicks};
+use crate::procfs::{self, CpuSecs};
 use crate::scenario::CommandScenario;
 use crate::series::{Second, Series};
 use crate::stats::{Percentiles, latency_histogram, percentiles};
-use crate::telemetry::{Devices, connect_fleet, read_until};
+use crate::telemetry::{Devices, connect_online, cpu_diff, run_within, server_ticks, subscribe};
 
 /// The response topic of a command topic, if it is one:
 /// `$oc/devices/{id}/sys/commands/request_id={rid}` →
@@ -328,29 +328,9 @@ fn client(plan: &HttpPlan, next: &AtomicU64) -> ClientOutcome {
     o
 }
 
-fn cpu_diff(a: Option<CpuTicks>, b: Option<CpuTicks>) -> CpuSecs {
-    match (a, b) {
-        (Some(a), Some(b)) => CpuSecs::from_ticks(
-            b.user.saturating_sub(a.user),
-            b.system.saturating_sub(a.system),
-        ),
-        _ => CpuSecs::default(),
-    }
-}
-
 /// Runs the scenario within its hard deadline, with `api_key` as the bearer key.
 pub fn run(s: &CommandScenario, api_key: String) -> anyhow::Result<CommandReport> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let limit = Duration::from_secs(s.deadline_secs());
-    let s = Arc::new(s.clone());
-    rt.block_on(async move {
-        match tokio::time::timeout(limit, run_async(s, api_key)).await {
-            Ok(r) => r,
-            Err(_) => bail!("the run passed its hard deadline of {} s", limit.as_secs()),
-        }
-    })
+    run_within(s.deadline_secs(), run_async(Arc::new(s.clone()), api_key))
 }
 
 async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<CommandReport> {
@@ -365,38 +345,19 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
         "command-roundtrip: {} devices on {}, {} commands/s through http://{} with {} in flight for {} s",
         f.count, f.target, s.rate, s.api, s.concurrency, s.duration_secs
     );
-    let mut devices = Devices {
-        requested: f.count,
-        ..Devices::default()
-    };
     let timeout = Duration::from_secs(f.connect_timeout_secs);
+    let (mut devices, streams) = connect_online(f).await;
     let mut subscribing = Vec::new();
-    for (index, r) in connect_fleet(f).await {
-        let mut stream = match r {
-            Ok(stream) => stream,
-            Err(e) => {
-                *devices.failures.entry(e).or_default() += 1;
-                continue;
-            }
-        };
+    for (index, mut stream) in streams {
         let qos = s.command_qos;
         let product = f.product.clone();
         subscribing.push(tokio::spawn(async move {
             let mut framer = Framer::default();
             if qos > 0 {
                 let filter = format!("$oc/devices/{}/sys/commands/#", device_id(&product, index));
-                stream
-                    .write_all(&conn::subscribe(1, &filter, 1))
-                    .await
-                    .map_err(|e| format!("subscribe: {:?}", e.kind()))?;
-                match read_until(&mut stream, &mut framer, timeout, |p| {
-                    matches!(p, Packet::SubAck(1, _))
-                })
-                .await
-                {
-                    Ok(Packet::SubAck(_, codes)) if codes.first().is_some_and(|&c| c <= 1) => {}
-                    Ok(p) => return Err(format!("suback {p:?}")),
-                    Err(e) => return Err(format!("suback: {e}")),
+                let codes = subscribe(&mut stream, &mut framer, &filter, 1, timeout).await?;
+                if codes.first().is_none_or(|&c| c > 1) {
+                    return Err(format!("suback {:?}", Packet::SubAck(1, codes)));
                 }
             }
             Ok::<_, String>((index, stream, framer))
@@ -457,9 +418,7 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
         t0,
         stop_at: t0 + Duration::from_secs(2 * s.duration_secs),
     });
-    let server_start = f
-        .server_pid
-        .and_then(|p| procfs::cpu_ticks(&p.to_string()).ok());
+    let server_start = server_ticks(f.server_pid);
     let gen_start = procfs::cpu_ticks("self").ok();
     let concurrency = s.concurrency;
     let http_plan = Arc::clone(&plan);
@@ -491,9 +450,7 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
     ticker.abort();
     let send_end = Instant::now();
     let gen_send_end = procfs::cpu_ticks("self").ok();
-    let server_end = f
-        .server_pid
-        .and_then(|p| procfs::cpu_ticks(&p.to_string()).ok());
+    let server_end = server_ticks(f.server_pid);
     let _ = stop_tx.send(true);
     for r in responders {
         match r.await {

@@ -10,6 +10,8 @@
 //! - [`idle`]: the `idle-connections` scenario (memory per idle authenticated session);
 //! - [`reconnect`]: the `reconnect-storm` scenario (time to take back a fleet that drops at
 //!   once);
+//! - [`pool`]: the worker processes of `idle-connections` and `reconnect-storm` and their
+//!   pipe protocol plumbing;
 //! - [`conn`]: an active MQTT connection (publish, subscribe, framing) for the scenarios
 //!   that move messages;
 //! - [`telemetry`]: the `telemetry` scenario (property reports to a subscriber: rate, latency);
@@ -25,6 +27,7 @@ pub mod conn;
 pub mod credentials;
 pub mod idle;
 pub mod mqtt;
+pub mod pool;
 pub mod procfs;
 pub mod reconnect;
 pub mod scenario;

@@ -130,6 +130,20 @@ impl CpuSecs {
     pub fn total(&self) -> f64 {
         self.user + self.system
     }
+
+    /// Field-wise sum.
+    pub fn add(&mut self, o: &CpuSecs) {
+        self.user += o.user;
+        self.system += o.system;
+    }
+
+    /// This process's own CPU so far (its children report their own), zero if unreadable.
+    pub fn own() -> CpuSecs {
+        cpu_ticks("self").map_or_else(
+            |_| CpuSecs::default(),
+            |me| CpuSecs::from_ticks(me.user, me.system),
+        )
+    }
 }
 
 /// Raises this process's soft open-file limit to the hard limit and returns it.

@@ -100,6 +100,72 @@ const IDLE_KEYS: &[&str] = &[
     "slope_from",
 ];
 
+/// Parses a loopback `IP:PORT` for `key`, noting problems.
+fn loopback_addr(key: &str, text: &str, problems: &mut Vec<String>) -> SocketAddr {
+    match text.parse::<SocketAddr>() {
+        Ok(addr) => {
+            if !matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback()) {
+                problems.push(format!("{key}: {addr} is not an IPv4 loopback address (127.0.0.0/8); load is only ever sent to this machine"));
+            }
+            if addr.port() == 0 {
+                problems.push(format!("{key}: port 0 is not a listener"));
+            }
+            addr
+        }
+        Err(_) => {
+            if !text.is_empty() {
+                problems.push(format!("{key}: {text:?} is not an IP:PORT address"));
+            }
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
+        }
+    }
+}
+
+/// Parses scenario text into a table, noting every key not in `known`.
+fn table_of(text: &str, known: &[&str]) -> Result<(toml::Table, Vec<String>), Problems> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| Problems(vec![e.to_string()]))?;
+    let problems = table
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| format!("{k}: unknown key (known: {})", known.join(", ")))
+        .collect();
+    Ok((table, problems))
+}
+
+/// Reads a scenario file.
+fn load_text(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
+}
+
+/// Notes the problems shared by every product name.
+fn check_product(product: &str, problems: &mut Vec<String>) {
+    if !valid_product(product) {
+        problems.push(format!(
+            "product: {product:?} must be 1-32 characters of [A-Za-z0-9-]"
+        ));
+    }
+}
+
+/// Notes the problems of spreading `count` `what` (connections, devices) over `processes`
+/// generator processes.
+fn check_processes(count: u64, processes: u32, what: &str, problems: &mut Vec<String>) {
+    let per_process = count.div_ceil(u64::from(processes));
+    if per_process > MAX_PER_PROCESS {
+        problems.push(format!(
+            "processes: {processes} process(es) for {count} {what} is {per_process} each; at most {MAX_PER_PROCESS} per process (open-file limit 20,000): use processes >= {}",
+            count.div_ceil(MAX_PER_PROCESS)
+        ));
+    }
+    if u64::from(processes) > count {
+        problems.push(format!(
+            "processes: {processes} is more than count ({count})"
+        ));
+    }
+}
+
 /// Reads typed values out of a TOML table, noting every problem instead of stopping at one.
 struct Reader<'a> {
     table: &'a toml::Table,
@@ -157,6 +223,13 @@ impl Reader<'_> {
         }
     }
 
+    /// The optional `server_pid`.
+    fn server_pid(&mut self) -> Option<u32> {
+        self.table
+            .contains_key("server_pid")
+            .then(|| self.int("server_pid", None, 1..=u64::from(u32::MAX)) as u32)
+    }
+
     fn int_list(&mut self, key: &str) -> Vec<u64> {
         match self.get(key, false) {
             None => Vec::new(),
@@ -188,29 +261,18 @@ impl Reader<'_> {
 impl IdleScenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<IdleScenario> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        IdleScenario::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        IdleScenario::parse(&load_text(path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Parses and validates scenario text; `server_pid_override` (from the command line) wins
     /// over the file's `server_pid`.
     pub fn parse(text: &str) -> Result<IdleScenario, Problems> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| Problems(vec![e.to_string()]))?;
+        let (table, problems) = table_of(text, IDLE_KEYS)?;
         let mut r = Reader {
             table: &table,
-            problems: Vec::new(),
+            problems,
         };
-        for key in table.keys() {
-            if !IDLE_KEYS.contains(&key.as_str()) {
-                r.problems.push(format!(
-                    "{key}: unknown key (known: {})",
-                    IDLE_KEYS.join(", ")
-                ));
-            }
-        }
         let target_text = r.string("target", None);
         let product = r.string("product", Some("lt"));
         let seed = r.int("seed", Some(1), 0..=u64::MAX);
@@ -220,10 +282,7 @@ impl IdleScenario {
         let processes = r.int("processes", Some(count.div_ceil(10_000).max(1)), 1..=64) as u32;
         let keepalive_secs = r.int("keepalive_secs", Some(300), 10..=1200) as u16;
         let hold_secs = r.int("hold_secs", Some(10), 0..=3600);
-        let server_pid = r
-            .table
-            .contains_key("server_pid")
-            .then(|| r.int("server_pid", None, 1..=u64::from(u32::MAX)) as u32);
+        let server_pid = r.server_pid();
         let checkpoints = r.int_list("checkpoints");
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let settle_secs = r.int("settle_secs", Some(3), 0..=60);
@@ -232,40 +291,9 @@ impl IdleScenario {
         let slope_from = r.int("slope_from", Some(5000), 0..=1_000_000);
         let mut problems = r.problems;
 
-        let target = match target_text.parse::<SocketAddr>() {
-            Ok(addr) => {
-                if !matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback()) {
-                    problems.push(format!("target: {addr} is not an IPv4 loopback address (127.0.0.0/8); load is only ever sent to this machine"));
-                }
-                if addr.port() == 0 {
-                    problems.push("target: port 0 is not a listener".to_owned());
-                }
-                addr
-            }
-            Err(_) => {
-                if !target_text.is_empty() {
-                    problems.push(format!("target: {target_text:?} is not an IP:PORT address"));
-                }
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
-            }
-        };
-        if !valid_product(&product) {
-            problems.push(format!(
-                "product: {product:?} must be 1-32 characters of [A-Za-z0-9-]"
-            ));
-        }
-        let per_process = count.div_ceil(u64::from(processes));
-        if per_process > MAX_PER_PROCESS {
-            problems.push(format!(
-                "processes: {processes} process(es) for {count} connections is {per_process} each; at most {MAX_PER_PROCESS} per process (open-file limit 20,000): use processes >= {}",
-                count.div_ceil(MAX_PER_PROCESS)
-            ));
-        }
-        if u64::from(processes) > count {
-            problems.push(format!(
-                "processes: {processes} is more than count ({count})"
-            ));
-        }
+        let target = loopback_addr("target", &target_text, &mut problems);
+        check_product(&product, &mut problems);
+        check_processes(count, processes, "connections", &mut problems);
         for (i, &c) in checkpoints.iter().enumerate() {
             if c == 0 || c > count {
                 problems.push(format!(

@@ -79,6 +79,46 @@ pub(crate) async fn connect_fleet(fleet: &Fleet) -> Vec<(u64, Result<TcpStream, 
     out
 }
 
+/// Connects the fleet ([`connect_fleet`]): the devices that connected, and the failures by
+/// reason.
+pub(crate) async fn connect_online(fleet: &Fleet) -> (Devices, Vec<(u64, TcpStream)>) {
+    let mut devices = Devices {
+        requested: fleet.count,
+        ..Devices::default()
+    };
+    let mut streams = Vec::new();
+    for (index, r) in connect_fleet(fleet).await {
+        match r {
+            Ok(stream) => streams.push((index, stream)),
+            Err(e) => *devices.failures.entry(e).or_default() += 1,
+        }
+    }
+    (devices, streams)
+}
+
+/// Subscribes to `filter` with packet id 1 and waits for the SUBACK; returns its codes.
+pub(crate) async fn subscribe(
+    stream: &mut TcpStream,
+    framer: &mut Framer,
+    filter: &str,
+    qos: u8,
+    timeout: Duration,
+) -> Result<Vec<u8>, String> {
+    stream
+        .write_all(&conn::subscribe(1, filter, qos))
+        .await
+        .map_err(|e| format!("subscribe: {:?}", e.kind()))?;
+    match read_until(stream, framer, timeout, |p| {
+        matches!(p, Packet::SubAck(1, _))
+    })
+    .await
+    {
+        Ok(Packet::SubAck(_, codes)) => Ok(codes),
+        Ok(p) => Err(format!("suback {p:?}")),
+        Err(e) => Err(format!("suback: {e}")),
+    }
+}
+
 /// Reads packets until `want` accepts one, or fails after `limit`.
 pub(crate) async fn read_until(
     stream: &mut TcpStream,
@@ -513,7 +553,8 @@ impl TelemetryReport {
     }
 }
 
-fn cpu_diff(a: Option<CpuTicks>, b: Option<CpuTicks>) -> CpuSecs {
+/// CPU between two readings; zero if either is missing.
+pub(crate) fn cpu_diff(a: Option<CpuTicks>, b: Option<CpuTicks>) -> CpuSecs {
     match (a, b) {
         (Some(a), Some(b)) => CpuSecs::from_ticks(
             b.user.saturating_sub(a.user),
@@ -523,23 +564,31 @@ fn cpu_diff(a: Option<CpuTicks>, b: Option<CpuTicks>) -> CpuSecs {
     }
 }
 
-fn server_ticks(pid: Option<u32>) -> Option<CpuTicks> {
+/// The server's CPU ticks, when its pid is given and readable.
+pub(crate) fn server_ticks(pid: Option<u32>) -> Option<CpuTicks> {
     procfs::cpu_ticks(&pid?.to_string()).ok()
 }
 
-/// Runs the scenario within its hard deadline.
-pub fn run(s: &TelemetryScenario) -> anyhow::Result<TelemetryReport> {
+/// Runs `run` on a current-thread runtime, abandoning it after `deadline_secs`.
+pub(crate) fn run_within<T>(
+    deadline_secs: u64,
+    run: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let limit = Duration::from_secs(s.deadline_secs());
-    let s = Arc::new(s.clone());
+    let limit = Duration::from_secs(deadline_secs);
     rt.block_on(async move {
-        match tokio::time::timeout(limit, run_async(s)).await {
+        match tokio::time::timeout(limit, run).await {
             Ok(r) => r,
             Err(_) => bail!("the run passed its hard deadline of {} s", limit.as_secs()),
         }
     })
+}
+
+/// Runs the scenario within its hard deadline.
+pub fn run(s: &TelemetryScenario) -> anyhow::Result<TelemetryReport> {
+    run_within(s.deadline_secs(), run_async(Arc::new(s.clone())))
 }
 
 async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport> {
@@ -572,35 +621,19 @@ async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport>
     )
     .await
     .map_err(|e| anyhow::anyhow!("the monitor (device 0) could not connect: {e}"))?;
-    mon.write_all(&conn::subscribe(1, REPORTS_FILTER, s.qos))
-        .await?;
     let mut mon_framer = Framer::default();
-    let ack = read_until(&mut mon, &mut mon_framer, timeout, |p| {
-        matches!(p, Packet::SubAck(1, _))
-    })
-    .await
-    .context("waiting for the monitor's SUBACK")?;
-    if let Packet::SubAck(_, codes) = ack
-        && codes.first().is_none_or(|&c| c > 1)
-    {
+    let codes = subscribe(&mut mon, &mut mon_framer, REPORTS_FILTER, s.qos, timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("the monitor's subscription: {e}"))?;
+    if codes.first().is_none_or(|&c| c > 1) {
         bail!(
             "the server refused the monitor's subscription to {REPORTS_FILTER} (codes {codes:?}); on fleetgate, provision with `fleetgate-loadtest credentials`, which adds the ACL rule"
         );
     }
 
     // The devices connect.
-    let mut devices = Devices {
-        requested: f.count,
-        ..Devices::default()
-    };
-    let mut streams = Vec::new();
     let t_connect = Instant::now();
-    for (index, r) in connect_fleet(f).await {
-        match r {
-            Ok(stream) => streams.push((index, stream)),
-            Err(e) => *devices.failures.entry(e).or_default() += 1,
-        }
-    }
+    let (mut devices, streams) = connect_online(f).await;
     devices.connected = streams.len() as u64;
     eprintln!(
         "  {} connected, {} failed in {:.2} s",

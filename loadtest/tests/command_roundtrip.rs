@@ -4,14 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod traffic;
+mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use traffic::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
+use common::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
 
-fn scenario_text(server: &traffic::Server, command_qos: u8) -> String {
+fn scenario_text(server: &common::Server, command_qos: u8) -> String {
     format!(
         "target = \"{}\"\napi = \"{}\"\nproduct = \"lt\"\nseed = 9\ncount = 20\nrate = 40\nconcurrency = 4\nduration_secs = 3\nrequest_timeout_secs = 10\ncommand_qos = {command_qos}\nsources = 4\n",
         server.mqtt, server.api
@@ -19,7 +19,7 @@ fn scenario_text(server: &traffic::Server, command_qos: u8) -> String {
 }
 
 fn roundtrip(command_qos: u8) {
-    let server = start_server(20, 9);
+    let server = start_server("epoll", 20, 9);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("command-roundtrip.toml");
     std::fs::write(&scenario, scenario_text(&server, command_qos)).unwrap();
@@ -87,7 +87,7 @@ fn commands_round_trip_on_the_implicit_subscription() {
 
 #[test]
 fn a_wrong_api_key_is_counted_by_status() {
-    let server = start_server(3, 9);
+    let server = start_server("epoll", 3, 9);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("command-roundtrip.toml");
     let text = scenario_text(&server, 1)

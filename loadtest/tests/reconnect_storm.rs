@@ -3,152 +3,18 @@
 //! CONNACK 0, and the report is complete and well-formed. Speed is never asserted.
 //!
 //! The `fleetgate` binary is looked up beside this package's binary in the target directory
-//! (`cargo build -p fleetgate-api` builds it), or taken from `LOADTEST_FLEETGATE_BIN`, as in
-//! `tests/idle_connections.rs`.
+//! (`cargo build -p fleetgate-api` builds it), or taken from `LOADTEST_FLEETGATE_BIN`: see
+//! `tests/common/mod.rs`.
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const LOADTEST: &str = env!("CARGO_BIN_EXE_fleetgate-loadtest");
-
-fn fleetgate_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("LOADTEST_FLEETGATE_BIN") {
-        return PathBuf::from(p);
-    }
-    let beside = Path::new(LOADTEST).with_file_name("fleetgate");
-    assert!(
-        beside.exists(),
-        "{} not found: build it with `cargo build -p fleetgate-api` (cargo test --workspace does) or set LOADTEST_FLEETGATE_BIN",
-        beside.display()
-    );
-    beside
-}
-
-/// A fleetgate process on a temporary data directory; killed by its pid on drop.
-struct Server {
-    child: Child,
-    mqtt: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Registers `count` devices with secrets from `seed`, then starts fleetgate on `driver`.
-fn start_server(driver: &str, count: u64, seed: u64) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let devices = dir.path().join("devices.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .args([
-                "credentials",
-                "--count",
-                &count.to_string(),
-                "--product",
-                "lt",
-                "--seed",
-                &seed.to_string(),
-                "--out",
-            ])
-            .arg(&devices),
-        Duration::from_secs(30),
-    );
-    assert!(
-        out.status.success(),
-        "credentials: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = dir.path().join("data");
-    let out = run_bounded(
-        Command::new(fleetgate_bin())
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("provision")
-            .arg(&devices),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "provision: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let mut cmd = Command::new(fleetgate_bin());
-    cmd.arg("--data-dir").arg(&data).args([
-        "--api-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--set",
-        "engine.mqtt.listen=127.0.0.1:0",
-        "--set",
-        &format!("engine.driver={driver}"),
-    ]);
-    for off in [
-        "mqtts",
-        "mqtt_ws",
-        "coap",
-        "coaps",
-        "device_https",
-        "app_mqtt",
-    ] {
-        cmd.args(["--set", &format!("engine.{off}.enabled=false")]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads every log line (so the pipe never fills) and passes on the MQTT address.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && v["message"] == "mqtt listening"
-            {
-                let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-            }
-        }
-    });
-    let mut server = Server {
-        child,
-        mqtt: String::new(),
-        _dir: dir,
-    };
-    server.mqtt = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("fleetgate did not log \"mqtt listening\" within 60 s");
-    server
-}
-
-/// Runs a command to completion, killing it past `limit`.
-fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > until {
-            child.kill().unwrap();
-            panic!("{cmd:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
-}
+use common::{LOADTEST, read_report, run_bounded, start_server};
 
 fn scenario(dir: &Path, target: &str, count: u64) -> PathBuf {
     let path = dir.join("reconnect.toml");
@@ -187,8 +53,7 @@ fn every_device_reconnects_after_the_storm() {
         "{stdout}"
     );
 
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r: serde_json::Value = read_report(&json);
     assert_eq!(r["scenario_kind"], "reconnect-storm");
     assert_eq!(r["ok"], true, "{r}");
     let initial = &r["initial"];

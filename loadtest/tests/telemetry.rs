@@ -4,15 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod traffic;
+mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use traffic::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
+use common::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
 
 fn telemetry(qos: u8, payload_bytes: u64) {
-    let server = start_server(20, 5);
+    let server = start_server("epoll", 20, 5);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("telemetry.toml");
     std::fs::write(
@@ -96,7 +96,7 @@ fn telemetry_reports_are_delivered_at_qos_0_with_padding() {
 fn a_monitor_that_cannot_connect_fails_the_run() {
     // No device of product `other` is registered: the monitor (device 0) is refused and the
     // run stops with a message saying so (exit 2) before any device publishes.
-    let server = start_server(5, 5);
+    let server = start_server("epoll", 5, 5);
     let dir = tempfile::tempdir().unwrap();
     let scenario = dir.path().join("telemetry.toml");
     std::fs::write(

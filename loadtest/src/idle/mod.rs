@@ -18,214 +18,35 @@ pub mod protocol;
 pub mod report;
 pub mod worker;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
+use crate::pool::{merge_reasons, record_pairs};
 use crate::procfs::{self, CpuSecs};
 use crate::scenario::{IdleScenario, share};
 use crate::stats::{latency_histogram, percentiles};
-use protocol::{Command, Counts, Event, WorkerInit, WorkerReport, WorkerShare};
+use protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
 use report::{Checkpoint, Connections, Generator, IdleReport, Server, Slope};
 
-/// A message from a worker's reader thread.
-enum FromWorker {
-    Event(Event),
-    Gone,
-}
+type Workers = crate::pool::Workers<Event>;
 
-/// The worker processes, their pipes, and the latest counters of each.
-struct Workers {
-    children: Vec<Child>,
-    stdins: Vec<ChildStdin>,
-    events: mpsc::Receiver<(usize, FromWorker)>,
-    latest: Vec<Counts>,
-    /// Which workers have sent their final report (and may exit).
-    finished: Vec<bool>,
-    deadline: Instant,
-}
-
-impl Workers {
-    fn spawn(s: &IdleScenario, deadline_secs: u64) -> anyhow::Result<Workers> {
-        let exe = std::env::current_exe().context("locating this executable")?;
-        let init = serde_json::to_string(&WorkerInit {
-            scenario: s.clone(),
-            deadline_secs,
-        })?;
-        let (tx, events) = mpsc::channel();
-        let mut w = Workers {
-            children: Vec::new(),
-            stdins: Vec::new(),
-            events,
-            latest: vec![Counts::default(); s.processes as usize],
-            finished: vec![false; s.processes as usize],
-            deadline: Instant::now() + Duration::from_secs(deadline_secs),
-        };
-        for index in 0..s.processes {
-            let share = WorkerShare {
-                index,
-                processes: s.processes,
-            };
-            let mut child = Process::new(&exe)
-                .args(["idle-connections", "--worker", &share.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("starting worker {share}"))?;
-            let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                bail!("worker {share} has no pipes");
-            };
-            w.children.push(child);
-            writeln!(stdin, "{init}")
-                .with_context(|| format!("sending worker {share} its scenario"))?;
-            w.stdins.push(stdin);
-            let tx = tx.clone();
-            let i = index as usize;
-            std::thread::Builder::new()
-                .name(format!("worker-{index}"))
-                .spawn(move || {
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
-                        let msg = match serde_json::from_str::<Event>(&line) {
-                            Ok(ev) => FromWorker::Event(ev),
-                            Err(e) => FromWorker::Event(Event::Fatal(format!(
-                                "unreadable line {line:?}: {e}"
-                            ))),
-                        };
-                        if tx.send((i, msg)).is_err() {
-                            return;
-                        }
-                    }
-                    let _ = tx.send((i, FromWorker::Gone));
-                })?;
-        }
-        Ok(w)
-    }
-
-    fn send(&mut self, i: usize, cmd: &Command) -> anyhow::Result<()> {
-        let line = serde_json::to_string(cmd)?;
-        writeln!(self.stdins[i], "{line}").with_context(|| format!("worker {i} is gone"))?;
-        self.stdins[i]
-            .flush()
-            .with_context(|| format!("worker {i} is gone"))
-    }
-
-    /// The next message, or an error at the deadline or when a worker exits before its
-    /// final report.
-    fn next(&mut self) -> anyhow::Result<(usize, Event)> {
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        match self.events.recv_timeout(left) {
-            Ok((i, FromWorker::Event(Event::Fatal(why)))) => bail!("worker {i}: {why}"),
-            Ok((i, FromWorker::Event(ev))) => {
-                match &ev {
-                    Event::Progress(c) | Event::Reached(c) | Event::Status(c) => {
-                        self.latest[i] = *c
-                    }
-                    Event::Final(_) => self.finished[i] = true,
-                    Event::Fatal(_) => {}
-                }
-                Ok((i, ev))
-            }
-            Ok((i, FromWorker::Gone)) if self.finished[i] => self.next(),
-            Ok((i, FromWorker::Gone)) => {
-                let status = wait_bounded(&mut self.children[i], Duration::from_secs(2))
-                    .map_or_else(|e| e.to_string(), |s| s.to_string());
-                bail!("worker {i} exited unexpectedly ({status})")
-            }
-            Err(_) => bail!("the run passed its deadline"),
-        }
-    }
-
-    fn total(&self) -> Counts {
-        let mut t = Counts::default();
-        for c in &self.latest {
-            t.add(c);
-        }
-        t
-    }
-
-    /// Sends `cmd` to every worker and waits until each has answered with an event `done`
-    /// accepts, printing progress about once a second.
-    fn round(
-        &mut self,
-        cmd: impl Fn(usize) -> Command,
-        done: fn(&Event) -> bool,
-    ) -> anyhow::Result<Counts> {
-        let n = self.children.len();
-        for i in 0..n {
-            self.send(i, &cmd(i))?;
-        }
-        let mut answered = vec![false; n];
-        let mut last_print = Instant::now();
-        while answered.iter().any(|a| !a) {
-            let (i, ev) = self.next()?;
-            if done(&ev) {
-                answered[i] = true;
-            }
-            if last_print.elapsed() >= Duration::from_secs(1) {
-                let t = self.total();
-                eprintln!(
-                    "  … {} established, {} failed, {} in flight",
-                    t.established,
-                    t.failed,
-                    t.inflight()
-                );
-                last_print = Instant::now();
-            }
-        }
-        Ok(self.total())
-    }
-
-    /// Stops every worker and collects their reports.
-    fn stop(mut self) -> anyhow::Result<Vec<WorkerReport>> {
-        let n = self.children.len();
-        let mut reports: Vec<Option<WorkerReport>> = vec![None; n];
-        for i in 0..n {
-            self.send(i, &Command::Stop)?;
-        }
-        while reports.iter().any(Option::is_none) {
-            if let (i, Event::Final(r)) = self.next()? {
-                reports[i] = Some(*r);
-            }
-        }
-        for (i, child) in self.children.iter_mut().enumerate() {
-            wait_bounded(child, Duration::from_secs(10))
-                .with_context(|| format!("waiting for worker {i}"))?;
-        }
-        Ok(reports.into_iter().flatten().collect())
-    }
-}
-
-impl Drop for Workers {
-    /// Workers still running (after an error) are killed by their pid and reaped.
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> anyhow::Result<std::process::ExitStatus> {
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if Instant::now() >= until {
-            child.kill()?;
-            child.wait()?;
-            bail!("did not exit within {limit:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Sends `cmd(i)` to every worker `i` and waits until each has answered with an event `done`
+/// accepts, printing progress about once a second.
+fn round(
+    workers: &mut Workers,
+    cmd: impl Fn(usize) -> Command,
+    done: fn(&Event) -> bool,
+) -> anyhow::Result<Counts> {
+    workers.round(cmd, done, Duration::from_secs(1), |t| {
+        eprintln!(
+            "  … {} established, {} failed, {} in flight",
+            t.established,
+            t.failed,
+            t.inflight()
+        )
+    })
 }
 
 /// Samples the server's memory, with the connection count and time.
@@ -260,12 +81,17 @@ pub fn run(s: &IdleScenario) -> anyhow::Result<IdleReport> {
         "idle-connections: {} connections to {} at {}/s from {} source address(es) in {} process(es)",
         s.count, s.target, s.rate, s.sources, s.processes
     );
-    let mut workers = Workers::spawn(s, s.deadline_secs())?;
+    let init = WorkerInit {
+        scenario: s.clone(),
+        deadline_secs: s.deadline_secs(),
+    };
+    let mut workers = Workers::spawn("idle-connections", s.processes, &init, s.deadline_secs())?;
     let p = s.processes;
     let mut ramp = Duration::ZERO;
     for step in s.steps() {
         let t0 = Instant::now();
-        let reached = workers.round(
+        let reached = round(
+            &mut workers,
             |i| Command::Open {
                 until: share(step, i as u32, p),
             },
@@ -280,7 +106,11 @@ pub fn run(s: &IdleScenario) -> anyhow::Result<IdleReport> {
         );
         if let Some(pid) = s.server_pid {
             std::thread::sleep(Duration::from_secs(s.settle_secs));
-            let now = workers.round(|_| Command::Status, |ev| matches!(ev, Event::Status(_)))?;
+            let now = round(
+                &mut workers,
+                |_| Command::Status,
+                |ev| matches!(ev, Event::Status(_)),
+            )?;
             let cp = sample(pid, step, now.alive, started)?;
             eprintln!(
                 "  checkpoint {step}: {} open, server VmRSS {} KiB",
@@ -299,20 +129,28 @@ pub fn run(s: &IdleScenario) -> anyhow::Result<IdleReport> {
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_secs(10)),
         );
-        let now = workers.round(|_| Command::Status, |ev| matches!(ev, Event::Status(_)))?;
+        let now = round(
+            &mut workers,
+            |_| Command::Status,
+            |ev| matches!(ev, Event::Status(_)),
+        )?;
         eprintln!(
             "  … {} open, {} PINGREQ sent, {} PINGRESP",
             now.alive, now.pings_sent, now.pingresps
         );
     }
-    let held = workers.round(|_| Command::Status, |ev| matches!(ev, Event::Status(_)))?;
+    let held = round(
+        &mut workers,
+        |_| Command::Status,
+        |ev| matches!(ev, Event::Status(_)),
+    )?;
     let after_hold = match s.server_pid {
         Some(pid) => Some(sample(pid, s.count, held.alive, started)?),
         None => None,
     };
     let server_cpu_end = s.server_pid.and_then(server_cpu);
 
-    let reports = workers.stop()?;
+    let reports = workers.stop(&Command::Stop)?;
     let wall = started.elapsed().as_secs_f64();
     Ok(assemble(
         s,
@@ -351,17 +189,10 @@ fn assemble(
     let mut cpu = CpuSecs::default();
     for (index, r) in reports.iter().enumerate() {
         totals.add(&r.counts);
-        for (k, v) in &r.failures {
-            *conns.failures.entry(k.clone()).or_default() += v;
-        }
-        for (k, v) in &r.dropped {
-            *conns.dropped.entry(k.clone()).or_default() += v;
-        }
-        for &(value, count) in &r.latency_us {
-            let _ = hist.record_n(value, count);
-        }
-        cpu.user += r.cpu.user;
-        cpu.system += r.cpu.system;
+        merge_reasons(&mut conns.failures, &r.failures);
+        merge_reasons(&mut conns.dropped, &r.dropped);
+        record_pairs(&mut hist, &r.latency_us);
+        cpu.add(&r.cpu);
         workers.push(report::Worker {
             index: index as u32,
             established: r.counts.established,
@@ -370,11 +201,7 @@ fn assemble(
         });
     }
     // The coordinator's own CPU (its children are counted from their own reports).
-    if let Ok(me) = procfs::cpu_ticks("self") {
-        let mine = CpuSecs::from_ticks(me.user, me.system);
-        cpu.user += mine.user;
-        cpu.system += mine.system;
-    }
+    cpu.add(&CpuSecs::own());
     conns.attempted = totals.attempted;
     conns.established = totals.established;
     conns.failed = totals.failed;

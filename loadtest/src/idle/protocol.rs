@@ -134,6 +134,8 @@ pub enum Event {
     Fatal(String),
 }
 
+crate::pool::worker_protocol!(Event, Counts, WorkerReport, [Progress, Reached, Status]);
+
 #[cfg(test)]
 mod tests {
     use super::*;

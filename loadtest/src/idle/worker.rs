@@ -7,18 +7,16 @@
 //! standard input and reads events from its standard output.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use nix::sys::socket::{setsockopt, sockopt::IpBindAddressNoPort};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport, WorkerShare};
 use crate::credentials::{Identities, MqttCredentials};
@@ -27,64 +25,19 @@ use crate::procfs;
 use crate::scenario::{IdleScenario, share};
 use crate::stats::latency_histogram;
 
-/// Writes one event line to standard output (the coordinator's pipe).
-pub(crate) fn emit_line<T: serde::Serialize>(event: &T) {
-    let mut out = std::io::stdout().lock();
-    // A broken pipe means the coordinator is gone; the worker then stops on stdin EOF.
-    if let Ok(line) = serde_json::to_string(event) {
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-}
-
 /// Writes one event to the coordinator.
 fn emit(event: &Event) {
-    emit_line(event);
+    crate::pool::emit_line(event);
 }
 
 /// Runs a worker: reads its [`WorkerInit`] and commands from standard input.
 pub fn run(share: WorkerShare) -> anyhow::Result<()> {
-    let mut stdin = std::io::stdin().lock();
-    let mut first = String::new();
-    stdin
-        .read_line(&mut first)
-        .context("reading the worker's init line")?;
-    let init: WorkerInit =
-        serde_json::from_str(&first).context("parsing the worker's init line")?;
-    anyhow::ensure!(
-        init.scenario.processes == share.processes,
-        "worker {share} started for a scenario with {} processes",
-        init.scenario.processes
-    );
-    drop(stdin);
-    procfs::raise_nofile_limit().context("raising the open-file limit")?;
-
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(cmd) => {
-                        if cmd_tx.blocking_send(cmd).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => emit(&Event::Fatal(format!("bad command {line:?}: {e}"))),
-                }
-            }
-            // The coordinator closed the pipe (or died): stop.
-            let _ = cmd_tx.blocking_send(Command::Stop);
-        })
-        .context("spawning the stdin reader")?;
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    runtime.block_on(Worker::new(init, share).run(cmd_rx));
-    Ok(())
+    crate::pool::serve_worker::<_, _, Event, _>(
+        share,
+        |init: &WorkerInit| init.scenario.processes,
+        Command::Stop,
+        |init, cmd_rx| Worker::new(init, share).run(cmd_rx),
+    )
 }
 
 /// Counters the connection tasks update directly (they are hot during the hold).
@@ -114,6 +67,22 @@ pub(crate) struct ConnSpec {
     pub(crate) source: Ipv4Addr,
     pub(crate) keepalive: Duration,
     pub(crate) timeout: Duration,
+}
+
+impl ConnSpec {
+    /// A connection to `target` from 127.0.0.1 (tasks set their own source address).
+    pub(crate) fn new(
+        target: SocketAddr,
+        keepalive_secs: u16,
+        connect_timeout_secs: u64,
+    ) -> ConnSpec {
+        ConnSpec {
+            target,
+            source: Ipv4Addr::LOCALHOST,
+            keepalive: Duration::from_secs(u64::from(keepalive_secs)),
+            timeout: Duration::from_secs(connect_timeout_secs),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -183,19 +152,12 @@ impl Worker {
         let mine = share(s.count, self.share.index, self.share.processes);
         let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(4096);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let spec = ConnSpec {
-            target: s.target,
-            source: Ipv4Addr::LOCALHOST,
-            keepalive: Duration::from_secs(u64::from(s.keepalive_secs)),
-            timeout: Duration::from_secs(s.connect_timeout_secs),
-        };
+        let spec = ConnSpec::new(s.target, s.keepalive_secs, s.connect_timeout_secs);
 
         let deadline = tokio::time::sleep(self.deadline);
         tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut progress = tokio::time::interval(Duration::from_millis(250));
-        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = crate::pool::ticker(Duration::from_millis(1));
+        let mut progress = crate::pool::ticker(Duration::from_millis(250));
         let mut target = 0u64;
         let mut step_start = (Instant::now(), 0u64);
         let mut step_open = false;

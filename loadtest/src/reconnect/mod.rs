@@ -21,204 +21,19 @@ pub mod protocol;
 pub mod report;
 pub mod worker;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
-use crate::idle::protocol::WorkerShare;
+use crate::pool::{merge_reasons, record_pairs};
 use crate::procfs::{self, CpuSecs, CpuTicks};
 use crate::scenario::ReconnectScenario;
 use crate::stats::{latency_histogram, percentiles};
 use protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
 use report::{CpuPoint, Generator, Initial, Milestones, ReconnectReport, SERIES_STEP_MS, Storm};
 
-/// A message from a worker's reader thread.
-enum FromWorker {
-    Event(Event),
-    Gone,
-}
-
-/// The worker processes, their pipes, and the latest counters of each.
-struct Workers {
-    children: Vec<Child>,
-    stdins: Vec<ChildStdin>,
-    events: mpsc::Receiver<(usize, FromWorker)>,
-    latest: Vec<Counts>,
-    finished: Vec<bool>,
-    deadline: Instant,
-}
-
-impl Workers {
-    fn spawn(s: &ReconnectScenario) -> anyhow::Result<Workers> {
-        let exe = std::env::current_exe().context("locating this executable")?;
-        let deadline_secs = s.deadline_secs();
-        let init = serde_json::to_string(&WorkerInit {
-            scenario: s.clone(),
-            deadline_secs,
-        })?;
-        let (tx, events) = mpsc::channel();
-        let mut w = Workers {
-            children: Vec::new(),
-            stdins: Vec::new(),
-            events,
-            latest: vec![Counts::default(); s.processes as usize],
-            finished: vec![false; s.processes as usize],
-            deadline: Instant::now() + Duration::from_secs(deadline_secs),
-        };
-        for index in 0..s.processes {
-            let share = WorkerShare {
-                index,
-                processes: s.processes,
-            };
-            let mut child = Process::new(&exe)
-                .args(["reconnect-storm", "--worker", &share.to_string()])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .with_context(|| format!("starting worker {share}"))?;
-            let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                bail!("worker {share} has no pipes");
-            };
-            w.children.push(child);
-            writeln!(stdin, "{init}")
-                .with_context(|| format!("sending worker {share} its scenario"))?;
-            w.stdins.push(stdin);
-            let tx = tx.clone();
-            let i = index as usize;
-            std::thread::Builder::new()
-                .name(format!("worker-{index}"))
-                .spawn(move || {
-                    for line in BufReader::new(stdout).lines() {
-                        let Ok(line) = line else { break };
-                        let ev = serde_json::from_str::<Event>(&line).unwrap_or_else(|e| {
-                            Event::Fatal(format!("unreadable line {line:?}: {e}"))
-                        });
-                        if tx.send((i, FromWorker::Event(ev))).is_err() {
-                            return;
-                        }
-                    }
-                    let _ = tx.send((i, FromWorker::Gone));
-                })?;
-        }
-        Ok(w)
-    }
-
-    fn send_all(&mut self, cmd: &Command) -> anyhow::Result<()> {
-        let line = serde_json::to_string(cmd)?;
-        for (i, stdin) in self.stdins.iter_mut().enumerate() {
-            writeln!(stdin, "{line}").with_context(|| format!("worker {i} is gone"))?;
-            stdin
-                .flush()
-                .with_context(|| format!("worker {i} is gone"))?;
-        }
-        Ok(())
-    }
-
-    /// The next message before `until` (or the run's deadline); `None` at `until`.
-    fn next_until(&mut self, until: Instant) -> anyhow::Result<Option<(usize, Event)>> {
-        let limit = until.min(self.deadline);
-        loop {
-            let left = limit.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok((i, FromWorker::Event(Event::Fatal(why)))) => bail!("worker {i}: {why}"),
-                Ok((i, FromWorker::Event(ev))) => {
-                    match &ev {
-                        Event::Progress(c)
-                        | Event::Reached(c)
-                        | Event::Status(c)
-                        | Event::Recovered(c) => self.latest[i] = *c,
-                        Event::Final(_) => self.finished[i] = true,
-                        Event::Fatal(_) => {}
-                    }
-                    return Ok(Some((i, ev)));
-                }
-                Ok((i, FromWorker::Gone)) if self.finished[i] => {}
-                Ok((i, FromWorker::Gone)) => {
-                    let _ = self.children[i].try_wait();
-                    bail!("worker {i} exited unexpectedly")
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => bail!("every worker is gone"),
-                Err(_) if limit < until || Instant::now() >= self.deadline => {
-                    bail!("the run passed its deadline")
-                }
-                Err(_) => return Ok(None),
-            }
-        }
-    }
-
-    fn total(&self) -> Counts {
-        let mut t = Counts::default();
-        for c in &self.latest {
-            t.add(c);
-        }
-        t
-    }
-
-    /// Sends `cmd` to every worker and waits until each has answered with an event `done`
-    /// accepts; `tick` runs about every `every` meanwhile (progress, samples).
-    fn round(
-        &mut self,
-        cmd: &Command,
-        done: fn(&Event) -> bool,
-        every: Duration,
-        mut tick: impl FnMut(&Counts),
-    ) -> anyhow::Result<Counts> {
-        self.send_all(cmd)?;
-        let mut answered = vec![false; self.children.len()];
-        let mut next_tick = Instant::now() + every;
-        while answered.iter().any(|a| !a) {
-            if let Some((i, ev)) = self.next_until(next_tick)?
-                && done(&ev)
-            {
-                answered[i] = true;
-            }
-            if Instant::now() >= next_tick {
-                tick(&self.total());
-                next_tick = Instant::now() + every;
-            }
-        }
-        Ok(self.total())
-    }
-
-    /// Stops every worker and collects their reports.
-    fn stop(mut self) -> anyhow::Result<Vec<WorkerReport>> {
-        let n = self.children.len();
-        let mut reports: Vec<Option<WorkerReport>> = vec![None; n];
-        self.send_all(&Command::Stop)?;
-        while reports.iter().any(Option::is_none) {
-            if let Some((i, Event::Final(r))) = self.next_until(self.deadline)? {
-                reports[i] = Some(*r);
-            }
-        }
-        for (i, child) in self.children.iter_mut().enumerate() {
-            let until = Instant::now() + Duration::from_secs(10);
-            while child.try_wait()?.is_none() {
-                if Instant::now() >= until {
-                    bail!("worker {i} did not exit within 10 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(reports.into_iter().flatten().collect())
-    }
-}
-
-impl Drop for Workers {
-    /// Workers still running (after an error) are killed by their pid and reaped.
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            if let Ok(None) = child.try_wait() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-}
+type Workers = crate::pool::Workers<Event>;
 
 fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -261,7 +76,11 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
         procfs::cpu_ticks(&pid.to_string())
             .with_context(|| format!("reading the CPU of server pid {pid} (is it running?)"))?;
     }
-    let mut workers = Workers::spawn(s)?;
+    let init = WorkerInit {
+        scenario: s.clone(),
+        deadline_secs: s.deadline_secs(),
+    };
+    let mut workers = Workers::spawn("reconnect-storm", s.processes, &init, s.deadline_secs())?;
     let progress = |what: &str| {
         let what = what.to_owned();
         move |t: &Counts| {
@@ -274,7 +93,7 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
 
     let t0 = Instant::now();
     let reached = workers.round(
-        &Command::Open,
+        |_| Command::Open,
         |ev| matches!(ev, Event::Reached(_)),
         Duration::from_secs(1),
         progress("connecting"),
@@ -286,7 +105,7 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
     );
     std::thread::sleep(Duration::from_secs(s.hold_secs));
     let before = workers.round(
-        &Command::Status,
+        |_| Command::Status,
         |ev| matches!(ev, Event::Status(_)),
         Duration::from_secs(1),
         |_| {},
@@ -302,7 +121,7 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
     let mut series = Vec::new();
     let mut last_print = Instant::now();
     workers.round(
-        &Command::Storm {
+        |_| Command::Storm {
             at_unix_us: unix_us(at),
         },
         |ev| matches!(ev, Event::Recovered(_)),
@@ -334,12 +153,12 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
     );
     std::thread::sleep(Duration::from_secs(s.hold_after_secs));
     let after = workers.round(
-        &Command::Status,
+        |_| Command::Status,
         |ev| matches!(ev, Event::Status(_)),
         Duration::from_secs(1),
         |_| {},
     )?;
-    let reports = workers.stop()?;
+    let reports = workers.stop(&Command::Stop)?;
     Ok(assemble(
         s,
         Measured {
@@ -375,29 +194,17 @@ fn assemble(s: &ReconnectScenario, m: Measured, reports: &[WorkerReport]) -> Rec
     let mut offsets = Vec::new();
     let mut workers = Vec::new();
     let (mut cpu, mut storm_cpu) = (CpuSecs::default(), CpuSecs::default());
-    let merge = |into: &mut std::collections::BTreeMap<String, u64>,
-                 from: &std::collections::BTreeMap<String, u64>| {
-        for (k, v) in from {
-            *into.entry(k.clone()).or_default() += v;
-        }
-    };
     for (index, r) in reports.iter().enumerate() {
         totals.add(&r.counts);
-        merge(&mut initial.failures, &r.failures);
-        merge(&mut storm.failures, &r.storm_failures);
-        merge(&mut storm.gave_up, &r.gave_up);
-        merge(&mut lost, &r.lost);
-        for &(v, n) in &r.connect_latency_us {
-            let _ = connect_hist.record_n(v, n);
-        }
-        for &(v, n) in &r.storm_latency_us {
-            let _ = storm_hist.record_n(v, n);
-        }
+        merge_reasons(&mut initial.failures, &r.failures);
+        merge_reasons(&mut storm.failures, &r.storm_failures);
+        merge_reasons(&mut storm.gave_up, &r.gave_up);
+        merge_reasons(&mut lost, &r.lost);
+        record_pairs(&mut connect_hist, &r.connect_latency_us);
+        record_pairs(&mut storm_hist, &r.storm_latency_us);
         offsets.extend_from_slice(&r.reconnected_at_us);
-        cpu.user += r.cpu.user;
-        cpu.system += r.cpu.system;
-        storm_cpu.user += r.storm_cpu.user;
-        storm_cpu.system += r.storm_cpu.system;
+        cpu.add(&r.cpu);
+        storm_cpu.add(&r.storm_cpu);
         workers.push(report::Worker {
             index: index as u32,
             reconnected: r.counts.reconnected,
@@ -406,11 +213,7 @@ fn assemble(s: &ReconnectScenario, m: Measured, reports: &[WorkerReport]) -> Rec
             memory: r.memory,
         });
     }
-    if let Ok(me) = procfs::cpu_ticks("self") {
-        let mine = CpuSecs::from_ticks(me.user, me.system);
-        cpu.user += mine.user;
-        cpu.system += mine.system;
-    }
+    cpu.add(&CpuSecs::own());
     offsets.sort_unstable();
 
     initial.attempted = totals.attempted;

@@ -132,6 +132,13 @@ pub struct WorkerReport {
     pub memory: Memory,
 }
 
+crate::pool::worker_protocol!(
+    Event,
+    Counts,
+    WorkerReport,
+    [Progress, Reached, Status, Recovered]
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

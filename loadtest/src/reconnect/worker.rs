@@ -8,22 +8,20 @@
 //! standard input and reads events from its standard output.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write as _};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 
 use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
 use crate::credentials::Identities;
 use crate::idle::protocol::WorkerShare;
-use crate::idle::worker::{ConnSpec, emit_line, handshake};
+use crate::idle::worker::{ConnSpec, handshake};
 use crate::mqtt::{DISCONNECT, PINGREQ, Scanner};
+use crate::pool::emit_line;
 use crate::procfs::{self, CpuSecs, CpuTicks};
 use crate::scenario::{ReconnectScenario, share};
 use crate::stats::latency_histogram;
@@ -34,47 +32,12 @@ fn emit(event: &Event) {
 
 /// Runs a worker: reads its [`WorkerInit`] and commands from standard input.
 pub fn run(share: WorkerShare) -> anyhow::Result<()> {
-    let mut first = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut first)
-        .context("reading the worker's init line")?;
-    let init: WorkerInit =
-        serde_json::from_str(&first).context("parsing the worker's init line")?;
-    anyhow::ensure!(
-        init.scenario.processes == share.processes,
-        "worker {share} started for a scenario with {} processes",
-        init.scenario.processes
-    );
-    procfs::raise_nofile_limit().context("raising the open-file limit")?;
-
-    let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(16);
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Command>(&line) {
-                    Ok(cmd) => {
-                        if cmd_tx.blocking_send(cmd).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => emit(&Event::Fatal(format!("bad command {line:?}: {e}"))),
-                }
-            }
-            // The coordinator closed the pipe (or died): stop.
-            let _ = cmd_tx.blocking_send(Command::Stop);
-        })
-        .context("spawning the stdin reader")?;
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("building the tokio runtime")?;
-    runtime.block_on(Worker::new(init, share).run(cmd_rx));
-    let _ = std::io::stdout().flush();
-    Ok(())
+    crate::pool::serve_worker::<_, _, Event, _>(
+        share,
+        |init: &WorkerInit| init.scenario.processes,
+        Command::Stop,
+        |init, cmd_rx| Worker::new(init, share).run(cmd_rx),
+    )
 }
 
 /// What a device task reports to the worker loop.
@@ -220,19 +183,12 @@ impl Worker {
             retry_delay: Duration::from_millis(s.retry_delay_ms),
             events: ev_tx,
         });
-        let spec = ConnSpec {
-            target: s.target,
-            source: Ipv4Addr::LOCALHOST,
-            keepalive: Duration::from_secs(u64::from(s.keepalive_secs)),
-            timeout: Duration::from_secs(s.connect_timeout_secs),
-        };
+        let spec = ConnSpec::new(s.target, s.keepalive_secs, s.connect_timeout_secs);
 
         let deadline = tokio::time::sleep(self.deadline);
         tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(Duration::from_millis(1));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut progress = tokio::time::interval(Duration::from_millis(250));
-        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut tick = crate::pool::ticker(Duration::from_millis(1));
+        let mut progress = crate::pool::ticker(Duration::from_millis(250));
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let fire = tokio::time::sleep_until(far);
         tokio::pin!(fire);

@@ -8,8 +8,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_PER_PROCESS, MAX_SOURCES, Problems, Reader};
-use crate::credentials::valid_product;
+use super::{
+    MAX_SOURCES, Problems, Reader, check_processes, check_product, load_text, loopback_addr,
+    table_of,
+};
 
 /// Most devices per source address: each reconnecting device briefly holds two ephemeral ports
 /// of its source (the old one in TIME_WAIT, the new one), out of ~28,000.
@@ -77,28 +79,17 @@ const RECONNECT_KEYS: &[&str] = &[
 impl ReconnectScenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> anyhow::Result<ReconnectScenario> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-        ReconnectScenario::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        ReconnectScenario::parse(&load_text(path)?)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Parses and validates scenario text.
     pub fn parse(text: &str) -> Result<ReconnectScenario, Problems> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| Problems(vec![e.to_string()]))?;
+        let (table, problems) = table_of(text, RECONNECT_KEYS)?;
         let mut r = Reader {
             table: &table,
-            problems: Vec::new(),
+            problems,
         };
-        for key in table.keys() {
-            if !RECONNECT_KEYS.contains(&key.as_str()) {
-                r.problems.push(format!(
-                    "{key}: unknown key (known: {})",
-                    RECONNECT_KEYS.join(", ")
-                ));
-            }
-        }
         let target_text = r.string("target", None);
         let product = r.string("product", Some("lt"));
         let seed = r.int("seed", Some(1), 0..=u64::MAX);
@@ -108,10 +99,7 @@ impl ReconnectScenario {
         let processes = r.int("processes", Some(count.div_ceil(10_000).max(1)), 1..=64) as u32;
         let keepalive_secs = r.int("keepalive_secs", Some(300), 10..=1200) as u16;
         let hold_secs = r.int("hold_secs", Some(5), 0..=3600);
-        let server_pid = r
-            .table
-            .contains_key("server_pid")
-            .then(|| r.int("server_pid", None, 1..=u64::from(u32::MAX)) as u32);
+        let server_pid = r.server_pid();
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
         let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
@@ -120,40 +108,9 @@ impl ReconnectScenario {
         let hold_after_secs = r.int("hold_after_secs", Some(2), 0..=3600);
         let mut problems = r.problems;
 
-        let target = match target_text.parse::<SocketAddr>() {
-            Ok(addr) => {
-                if !matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback()) {
-                    problems.push(format!("target: {addr} is not an IPv4 loopback address (127.0.0.0/8); load is only ever sent to this machine"));
-                }
-                if addr.port() == 0 {
-                    problems.push("target: port 0 is not a listener".to_owned());
-                }
-                addr
-            }
-            Err(_) => {
-                if !target_text.is_empty() {
-                    problems.push(format!("target: {target_text:?} is not an IP:PORT address"));
-                }
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
-            }
-        };
-        if !valid_product(&product) {
-            problems.push(format!(
-                "product: {product:?} must be 1-32 characters of [A-Za-z0-9-]"
-            ));
-        }
-        let per_process = count.div_ceil(u64::from(processes));
-        if per_process > MAX_PER_PROCESS {
-            problems.push(format!(
-                "processes: {processes} process(es) for {count} devices is {per_process} each; at most {MAX_PER_PROCESS} per process (open-file limit 20,000): use processes >= {}",
-                count.div_ceil(MAX_PER_PROCESS)
-            ));
-        }
-        if u64::from(processes) > count {
-            problems.push(format!(
-                "processes: {processes} is more than count ({count})"
-            ));
-        }
+        let target = loopback_addr("target", &target_text, &mut problems);
+        check_product(&product, &mut problems);
+        check_processes(count, processes, "devices", &mut problems);
         let per_source = count.div_ceil(u64::from(sources));
         if per_source > MAX_PER_SOURCE {
             problems.push(format!(
@@ -207,6 +164,7 @@ impl ReconnectScenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::MAX_PER_PROCESS;
 
     const MINIMAL: &str = "target = \"127.0.0.1:18830\"\ncount = 100\nrate = 500\n";
 

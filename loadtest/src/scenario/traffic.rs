@@ -7,49 +7,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MAX_SOURCES, Problems, Reader};
-use crate::credentials::valid_product;
+use super::{MAX_SOURCES, Problems, Reader, check_product, load_text, loopback_addr, table_of};
 
 /// Most devices of one `telemetry` or `command-roundtrip` run (one generator process).
 pub const MAX_ACTIVE_DEVICES: u64 = 10_000;
-
-/// Parses a loopback `IP:PORT` for `key`, noting problems.
-fn loopback_addr(key: &str, text: &str, problems: &mut Vec<String>) -> SocketAddr {
-    match text.parse::<SocketAddr>() {
-        Ok(addr) => {
-            if !matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback()) {
-                problems.push(format!("{key}: {addr} is not an IPv4 loopback address (127.0.0.0/8); load is only ever sent to this machine"));
-            }
-            if addr.port() == 0 {
-                problems.push(format!("{key}: port 0 is not a listener"));
-            }
-            addr
-        }
-        Err(_) => {
-            if !text.is_empty() {
-                problems.push(format!("{key}: {text:?} is not an IP:PORT address"));
-            }
-            SocketAddr::from((Ipv4Addr::LOCALHOST, 1))
-        }
-    }
-}
-
-fn table_of(text: &str, known: &[&str]) -> Result<(toml::Table, Vec<String>), Problems> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| Problems(vec![e.to_string()]))?;
-    let problems = table
-        .keys()
-        .filter(|k| !known.contains(&k.as_str()))
-        .map(|k| format!("{k}: unknown key (known: {})", known.join(", ")))
-        .collect();
-    Ok((table, problems))
-}
-
-fn load_text(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))
-}
 
 /// How the devices of an active scenario authenticate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,16 +85,9 @@ impl Fleet {
                 Auth::Device
             }
         };
-        let server_pid = r
-            .table
-            .contains_key("server_pid")
-            .then(|| r.int("server_pid", None, 1..=u64::from(u32::MAX)) as u32);
+        let server_pid = r.server_pid();
         let target = loopback_addr("target", &target_text, &mut r.problems);
-        if !valid_product(&product) {
-            r.problems.push(format!(
-                "product: {product:?} must be 1-32 characters of [A-Za-z0-9-]"
-            ));
-        }
+        check_product(&product, &mut r.problems);
         Fleet {
             target,
             product,

@@ -1,5 +1,6 @@
-//! Shared by the `telemetry` and `command-roundtrip` smoke tests: a real `fleetgate` on a
-//! temporary data directory with load-test devices provisioned, and bounded child processes.
+//! Shared by the end-to-end tests (`idle_connections`, `reconnect_storm`, `telemetry`,
+//! `command_roundtrip`): a real `fleetgate` on a temporary data directory with load-test
+//! devices provisioned, bounded child processes, and report readers.
 //!
 //! The `fleetgate` binary is not a target of this package, so it is looked up beside this
 //! package's binary in the target directory (`cargo build -p fleetgate-api`; `cargo test
@@ -68,8 +69,8 @@ impl Server {
 }
 
 /// Registers devices 1..=`count` (and the monitor, device 0) of product `lt` with secrets from
-/// `seed`, then starts fleetgate on epoll with its MQTT and API listeners on free ports.
-pub(crate) fn start_server(count: u64, seed: u64) -> Server {
+/// `seed`, then starts fleetgate on `driver` with its MQTT and API listeners on free ports.
+pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let devices = dir.path().join("devices.json");
     let out = run_bounded(
@@ -119,7 +120,7 @@ pub(crate) fn start_server(count: u64, seed: u64) -> Server {
         "--set",
         "engine.mqtt.listen=127.0.0.1:0",
         "--set",
-        "engine.driver=epoll",
+        &format!("engine.driver={driver}"),
     ]);
     for off in [
         "mqtts",
