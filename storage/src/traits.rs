@@ -206,6 +206,10 @@ pub trait GroupStore {
 pub trait ShadowStore {
     /// Reads a shadow; a device without one has the empty shadow.
     fn get_shadow(&self, device: &DeviceId) -> Result<Shadow>;
+    /// [`ShadowStore::get_shadow`] without filling the engine's block cache: the check made at
+    /// every connect (is there a desired delta to push?) reads each shadow once, and caching
+    /// it would cost memory per connected device for nothing.
+    fn peek_shadow(&self, device: &DeviceId) -> Result<Shadow>;
     /// Changes a shadow under its lock (the device must exist).
     fn update_shadow(
         &self,

@@ -226,10 +226,23 @@ impl Platform {
         }
     }
 
-    /// A device connected: push what desired still differs from reported (§7.2 rule 3).
+    /// A device connected: push what desired still differs from reported (§7.2 rule 3). A
+    /// device that connects is its own session (sub-devices reach the platform through their
+    /// gateway's), so this reads only the shadow, past the block cache: most devices have no
+    /// delta, and an idle connection should cost no cached storage.
     pub(super) fn on_connected(&self, device: &DeviceId) {
-        match self.push_desired(device) {
-            Ok(_) | Err(RequestError::UnknownDevice) => {}
+        let shadow = match self.storage.peek_shadow(device) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%device, error = %e, "cannot read the shadow at connect");
+                return;
+            }
+        };
+        if !shadow.has_delta() {
+            return;
+        }
+        match self.push_delta(device, device, &shadow) {
+            Ok(_) | Err(RequestError::Offline) => {}
             Err(e) => tracing::debug!(%device, error = %e, "desired values not pushed"),
         }
     }

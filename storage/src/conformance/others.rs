@@ -25,6 +25,7 @@ pub fn shadow_updates(make: &Make) {
     let d = device(s, &p, "n1");
     let svc: ServiceId = "WaterMeter".parse().unwrap();
     assert_eq!(s.get_shadow(&d.device_id).unwrap(), Shadow::default());
+    assert_eq!(s.peek_shadow(&d.device_id).unwrap(), Shadow::default());
     let after = s
         .update_shadow(&d.device_id, Durability::Synced, &mut |sh| {
             sh.set_desired(
@@ -38,6 +39,7 @@ pub fn shadow_updates(make: &Make) {
         })
         .unwrap();
     assert_eq!(s.get_shadow(&d.device_id).unwrap(), after);
+    assert_eq!(s.peek_shadow(&d.device_id).unwrap(), after);
     let conflict = s
         .update_shadow(&d.device_id, Durability::Synced, &mut |sh| {
             sh.set_desired(

@@ -9,12 +9,21 @@ use crate::error::Result;
 use crate::keys;
 use crate::kv::{Cf, Durability, KvEngine, WriteBatch};
 use crate::traits::{Mutation, ShadowStore, not_found};
+use crate::value;
 
 impl<E: KvEngine> ShadowStore for KvStore<E> {
     fn get_shadow(&self, device: &DeviceId) -> Result<Shadow> {
         Ok(self
             .read(Cf::Shadows, &keys::id(device.as_str()))?
             .unwrap_or_default())
+    }
+
+    fn peek_shadow(&self, device: &DeviceId) -> Result<Shadow> {
+        let key = keys::id(device.as_str());
+        match self.engine.get_uncached(Cf::Shadows, &key)? {
+            None => Ok(Shadow::default()),
+            Some(bytes) => value::decode(Cf::Shadows, &key, &bytes),
+        }
     }
 
     fn update_shadow(
