@@ -44,6 +44,27 @@ pub(super) fn owned(
     }
 }
 
+/// Runs `f` on the blocking pool with the stores and the caller's device `id` (404 when the
+/// device is not the caller's): the shape of every handler that works on one device.
+pub(super) async fn with_device<T, F>(
+    state: &AppState,
+    caller: Caller,
+    id: &DeviceId,
+    f: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Storage, Device) -> Result<T, ApiError> + Send + 'static,
+{
+    let storage = Arc::clone(&state.storage);
+    let id = id.clone();
+    blocking(move || {
+        let device = owned(storage.as_ref(), &caller, &id)?;
+        f(storage.as_ref(), device)
+    })
+    .await
+}
+
 /// `auth_info` of a registration: the secret, or none to have one generated.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -179,8 +200,9 @@ struct RowResult {
     error_msg: Option<String>,
 }
 
-/// Registers each row on its own: a bad row is reported and does not stop the others.
 /// Registers up to 1000 devices, each row on its own.
+///
+/// A bad row is reported in its result and does not stop the others.
 #[utoipa::path(post, path = "/devices/batch", request_body = Batch,
     responses((status = 200, description = "`{succeeded, failed, results: [{index, device | error_code, error_msg}]}`", body = Object)))]
 async fn create_batch(
@@ -238,8 +260,7 @@ async fn get(
     path: web::Path<(String, DeviceId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let storage = Arc::clone(&state.storage);
-    let device = blocking(move || owned(storage.as_ref(), &caller, &id)).await?;
+    let device = with_device(&state, caller, &id, |_, d| Ok(d)).await?;
     Ok(HttpResponse::Ok().json(device))
 }
 
@@ -335,11 +356,9 @@ async fn update(
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
     let changes: Changes = from_json(body.into_inner())?;
-    let storage = Arc::clone(&state.storage);
-    let device = blocking(move || {
-        owned(storage.as_ref(), &caller, &id)?;
+    let device = with_device(&state, caller, &id, move |storage, d| {
         Ok(
-            storage.update_device(&id, Durability::Synced, &mut |d: &mut Device| {
+            storage.update_device(&d.device_id, Durability::Synced, &mut |d: &mut Device| {
                 let mut next = d.clone();
                 if let Some(v) = &changes.device_name {
                     next.device_name.clone_from(v);
@@ -374,11 +393,8 @@ async fn delete(
     path: web::Path<(String, DeviceId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    blocking(move || {
-        owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.delete_device(&did)?)
+    with_device(&state, caller, &id, |storage, d| {
+        Ok(storage.delete_device(&d.device_id)?)
     })
     .await?;
     state.engine.invalidate_device(&id);
@@ -392,12 +408,9 @@ async fn set_frozen(
     id: DeviceId,
     event: StatusEvent,
 ) -> Result<HttpResponse, ApiError> {
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    let device = blocking(move || {
-        owned(storage.as_ref(), &caller, &did)?;
+    let device = with_device(&state, caller, &id, move |storage, d| {
         Ok(
-            storage.update_device(&did, Durability::Synced, &mut |d: &mut Device| {
+            storage.update_device(&d.device_id, Durability::Synced, &mut |d: &mut Device| {
                 d.apply_status(event, Timestamp::now())
                     .map_err(|e| StorageError::abort(ApiError::conflict(e.to_string())))?;
                 Ok(())
@@ -453,9 +466,10 @@ struct ResetSecret {
     force_disconnect: Option<bool>,
 }
 
+/// `action_id=resetSecret`: sets a new secret, given or generated.
+///
 /// `POST .../devices/{id}/action?action_id=resetSecret` (IoTDA's ResetDeviceSecret): a new
 /// secret, given or generated; the answer shows it once.
-/// `action_id=resetSecret`: sets a new secret, given or generated.
 #[utoipa::path(post, path = "/devices/{device_id}/action", params(("device_id" = String, Path, description = "Device id"), ActionQuery),
     request_body(content = Option<ResetSecret>, description = "Optional"),
     responses((status = 200, description = "`{device_id, secret}`", body = Object)))]
@@ -478,11 +492,9 @@ async fn action(
         None => ResetSecret::default(),
     };
     let secret = body.secret.unwrap_or_else(DeviceSecret::generate);
-    let storage = Arc::clone(&state.storage);
-    let (did, stored) = (id.clone(), secret.clone());
-    blocking(move || {
-        owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.set_credential(&did, &Credential::Secret(stored))?)
+    let stored = secret.clone();
+    with_device(&state, caller, &id, move |storage, d| {
+        Ok(storage.set_credential(&d.device_id, &Credential::Secret(stored))?)
     })
     .await?;
     state.engine.invalidate_device(&id);

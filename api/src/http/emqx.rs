@@ -224,8 +224,7 @@ async fn owned_device(
     caller: Caller,
     id: DeviceId,
 ) -> Result<fleetgate_model::device::Device, ApiError> {
-    let storage = Arc::clone(&state.storage);
-    blocking(move || devices::owned(storage.as_ref(), &caller, &id)).await
+    devices::with_device(state, caller, &id, |_, d| Ok(d)).await
 }
 
 /// The device's connection: its live session with `online: true`, or `{device_id, online:

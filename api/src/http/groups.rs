@@ -195,8 +195,9 @@ async fn update(
     Ok(HttpResponse::Ok().json(group))
 }
 
-/// Deletes a group; its members stay registered and only leave it.
 /// Deletes a group (its members stay registered).
+///
+/// Deletes a group; its members stay registered and only leave it.
 #[utoipa::path(delete, path = "/device-group/{group_id}", params(("group_id" = String, Path, description = "Group id")),
     responses((status = 204, description = "Deleted")))]
 async fn delete(
@@ -228,10 +229,11 @@ struct MemberAction {
     device_id: DeviceId,
 }
 
+/// Adds a device to the group or removes it.
+///
 /// `POST .../device-group/{group_id}/action?action_id=addDevice&device_id=...` adds one of the
 /// caller's devices to the group (a no-op for a member); `action_id=removeDevice` removes it (a
 /// no-op for a non-member). Answers the group with its new `device_count`.
-/// Adds a device to the group or removes it.
 #[utoipa::path(post, path = "/device-group/{group_id}/action", params(("group_id" = String, Path, description = "Group id"), MemberAction),
     responses((status = 200, description = "The group with its new `device_count`", body = Object)))]
 async fn action(
@@ -271,9 +273,10 @@ async fn action(
     Ok(HttpResponse::Ok().json(group))
 }
 
+/// Lists the group's devices.
+///
 /// `GET .../device-group/{group_id}/devices`: the members as device records (a superset of
 /// IoTDA's ShowDevicesInGroup summary), the same listing as `GET .../devices?group_id=`.
-/// Lists the group's devices.
 #[utoipa::path(get, path = "/device-group/{group_id}/devices", params(("group_id" = String, Path, description = "Group id"), super::PageQuery),
     responses((status = 200, description = "`{devices: [...], next_marker}`", body = Object)))]
 async fn members(
@@ -376,9 +379,10 @@ fn retag(
     )
 }
 
+/// Binds tags to a device (IoTDA's TagDevice).
+///
 /// Binds tags to a device: a new key is added, an existing key gets the new value. Keys must be
 /// unique within the call.
-/// Binds tags to a device (IoTDA's TagDevice).
 #[utoipa::path(post, path = "/tags/bind-resource", request_body = BindTags,
     responses((status = 200, description = "The device's tags", body = Object)))]
 async fn bind_tags(
@@ -422,8 +426,9 @@ async fn bind_tags(
     }))
 }
 
-/// Unbinds tags from a device by key; keys the device does not carry are passed over.
 /// Unbinds tags from a device by key (IoTDA's UntagDevice).
+///
+/// Unbinds tags from a device by key; keys the device does not carry are passed over.
 #[utoipa::path(post, path = "/tags/unbind-resource", request_body = UnbindTags,
     responses((status = 200, description = "The device's tags", body = Object)))]
 async fn unbind_tags(

@@ -12,7 +12,6 @@
 //! answers 409 `FLEETGATE.DEVICE_OFFLINE` for now — the per-device message cache of the
 //! spec (20 messages, delivered at reconnect) arrives with the durable command cache.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
@@ -28,7 +27,7 @@ use fleetgate_storage::{Durability, StorageError};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Caller, blocking, devices, from_json};
+use super::{Caller, devices, from_json};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -61,13 +60,17 @@ fn request_error(e: RequestError) -> ApiError {
     }
 }
 
-/// Sends a request and waits for the device's answer, within the configured timeout.
+/// Takes a downlink token of the caller, sends a request and waits for the device's answer,
+/// within the configured timeout. Returns the request id and the answer.
 async fn ask(
     state: &AppState,
+    caller: &Caller,
     device: &DeviceId,
     kind: RequestKind,
-    body: Value,
+    request: impl serde::Serialize,
 ) -> Result<(String, Value), ApiError> {
+    let body = serde_json::to_value(request).map_err(ApiError::internal)?;
+    state.limits.downlink(caller)?;
     let pending = state
         .engine
         .platform()
@@ -100,11 +103,8 @@ async fn get_shadow(
     path: web::Path<(String, DeviceId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    let shadow = blocking(move || {
-        devices::owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.get_shadow(&did)?)
+    let shadow = devices::with_device(&state, caller, &id, |storage, d| {
+        Ok(storage.get_shadow(&d.device_id)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(shadow_body(&id, &shadow)))
@@ -137,10 +137,9 @@ struct DesiredBody {
     shadow: Vec<DesiredService>,
 }
 
-/// Writes desired values (checked against the product model, keys per §7.2), all services or
-/// none, then pushes them to the device if it is online (otherwise at its next connect or
-/// report).
-/// Writes desired values (§1.5); counts against the downlink budget.
+/// Writes desired values (§1.5): checked against the product model (keys per §7.2), all
+/// services or none, then pushed to the device if it is online (otherwise at its next connect
+/// or report). Counts against the downlink budget.
 #[utoipa::path(put, path = "/devices/{device_id}/shadow", params(("device_id" = String, Path, description = "Device id")), request_body = DesiredBody,
     responses((status = 200, description = "`{device_id, shadow: [...]}`", body = Object)))]
 async fn put_shadow(
@@ -157,10 +156,8 @@ async fn put_shadow(
         ));
     }
     state.limits.downlink(&caller)?;
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    let shadow = blocking(move || {
-        let device = devices::owned(storage.as_ref(), &caller, &did)?;
+    let shadow = devices::with_device(&state, caller, &id, move |storage, device| {
+        let did = device.device_id.clone();
         let product = storage
             .get_product(&device.product_id)?
             .ok_or_else(|| ApiError::not_found("product", &device.product_id))?;
@@ -217,10 +214,7 @@ async fn owned_with_product(
     caller: Caller,
     id: &DeviceId,
 ) -> Result<fleetgate_model::product::Product, ApiError> {
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    blocking(move || {
-        let device = devices::owned(storage.as_ref(), &caller, &did)?;
+    devices::with_device(state, caller, id, |storage, device| {
         storage
             .get_product(&device.product_id)?
             .ok_or_else(|| ApiError::not_found("product", &device.product_id))
@@ -228,7 +222,6 @@ async fn owned_with_product(
     .await
 }
 
-/// `POST .../devices/{id}/commands`: a synchronous command (§1.2).
 /// A synchronous command (§1.2).
 #[utoipa::path(post, path = "/devices/{device_id}/commands", params(("device_id" = String, Path, description = "Device id")), request_body = CommandBody,
     responses((status = 200, description = "`{command_id, response}`", body = Object),
@@ -257,9 +250,7 @@ async fn command(
         command_name: Some(body.command_name),
         paras: body.paras,
     };
-    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
-    state.limits.downlink(&caller)?;
-    let (command_id, response) = ask(&state, &id, RequestKind::Command, request).await?;
+    let (command_id, response) = ask(&state, &caller, &id, RequestKind::Command, request).await?;
     Ok(HttpResponse::Ok().json(json!({"command_id": command_id, "response": response})))
 }
 
@@ -271,7 +262,6 @@ struct SetBody {
     services: Vec<ServiceProperties>,
 }
 
-/// `PUT .../devices/{id}/properties`: a synchronous property set (§1.4).
 /// A synchronous property set (§1.4).
 #[utoipa::path(put, path = "/devices/{device_id}/properties", params(("device_id" = String, Path, description = "Device id")), request_body = SetBody,
     responses((status = 200, description = "`{request_id, response}`", body = Object),
@@ -293,9 +283,8 @@ async fn set_properties(
         object_device_id: Some(id.clone()),
         services: body.services,
     };
-    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
-    state.limits.downlink(&caller)?;
-    let (request_id, response) = ask(&state, &id, RequestKind::PropertiesSet, request).await?;
+    let (request_id, response) =
+        ask(&state, &caller, &id, RequestKind::PropertiesSet, request).await?;
     Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
 }
 
@@ -308,8 +297,7 @@ struct GetQuery {
     service_id: Option<ServiceId>,
 }
 
-/// `GET .../devices/{id}/properties?service_id=`: asks the device (§1.4).
-/// A synchronous property get (§1.4).
+/// A synchronous property get (§1.4): the device is asked.
 #[utoipa::path(get, path = "/devices/{device_id}/properties", params(("device_id" = String, Path, description = "Device id"), GetQuery),
     responses((status = 200, description = "`{request_id, response}`", body = Object),
         (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`: the device is not connected", body = crate::http::ErrorBody),
@@ -338,9 +326,8 @@ async fn get_properties(
         object_device_id: Some(id.clone()),
         service_id,
     };
-    let request = serde_json::to_value(request).map_err(ApiError::internal)?;
-    state.limits.downlink(&caller)?;
-    let (request_id, response) = ask(&state, &id, RequestKind::PropertiesGet, request).await?;
+    let (request_id, response) =
+        ask(&state, &caller, &id, RequestKind::PropertiesGet, request).await?;
     Ok(HttpResponse::Ok().json(json!({"request_id": request_id, "response": response})))
 }
 
@@ -358,9 +345,7 @@ struct MessageBody {
     topic: Option<String>,
 }
 
-/// `POST .../devices/{id}/messages`: a model-free message down (§1.6), delivered now when
-/// the device is online.
-/// A message down (§1.6).
+/// A model-free message down (§1.6), delivered now when the device is online.
 #[utoipa::path(post, path = "/devices/{device_id}/messages", params(("device_id" = String, Path, description = "Device id")), request_body = MessageBody,
     responses((status = 201, description = "`{message_id, result}`", body = Object),
         (status = 409, description = "`FLEETGATE.DEVICE_OFFLINE`", body = crate::http::ErrorBody)))]

@@ -106,9 +106,10 @@ async fn get(
     Ok(HttpResponse::Ok().json(product))
 }
 
+/// Changes the fields the body names (not `product_id`, `create_time`).
+///
 /// Replaces the fields the body names; the others keep their values. The result is validated
 /// as a whole, and sessions of the product's devices pick up new limits and topics.
-/// Changes the fields the body names (not `product_id`, `create_time`).
 #[utoipa::path(put, path = "/products/{product_id}", params(("product_id" = String, Path, description = "Product id")),
     request_body(content = Object, description = "Fields to replace"),
     responses((status = 200, description = "The product", body = Object)))]

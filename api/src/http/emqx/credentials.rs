@@ -3,15 +3,13 @@
 //! cached credential; setting one closes the device's connection unless `?kick=false`, and
 //! revoking one always does, so the change takes effect at once.
 
-use std::sync::Arc;
-
 use actix_web::{HttpResponse, web};
 use fleetgate_model::DeviceId;
 use fleetgate_model::device::{Credential, DeviceSecret};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::{Caller, blocking, devices, from_json};
+use super::super::{Caller, devices, from_json};
 use crate::error::ApiError;
 use crate::server::AppState;
 
@@ -26,11 +24,8 @@ pub(super) async fn get(
     path: web::Path<(String, DeviceId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    let credential = blocking(move || {
-        devices::owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.get_credential(&did)?)
+    let credential = devices::with_device(&state, caller, &id, |storage, d| {
+        Ok(storage.get_credential(&d.device_id)?)
     })
     .await?;
     Ok(HttpResponse::Ok().json(json!({
@@ -77,11 +72,9 @@ pub(super) async fn put(
     };
     let generated = body.secret.is_none();
     let secret = body.secret.unwrap_or_else(DeviceSecret::generate);
-    let storage = Arc::clone(&state.storage);
-    let (did, stored) = (id.clone(), secret.clone());
-    blocking(move || {
-        devices::owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.set_credential(&did, &Credential::Secret(stored))?)
+    let stored = secret.clone();
+    devices::with_device(&state, caller, &id, move |storage, d| {
+        Ok(storage.set_credential(&d.device_id, &Credential::Secret(stored))?)
     })
     .await?;
     state.engine.invalidate_device(&id);
@@ -108,11 +101,8 @@ pub(super) async fn delete(
     path: web::Path<(String, DeviceId)>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, id) = path.into_inner();
-    let storage = Arc::clone(&state.storage);
-    let did = id.clone();
-    let existed = blocking(move || {
-        devices::owned(storage.as_ref(), &caller, &did)?;
-        Ok(storage.delete_credential(&did)?)
+    let existed = devices::with_device(&state, caller, &id, |storage, d| {
+        Ok(storage.delete_credential(&d.device_id)?)
     })
     .await?;
     state.engine.invalidate_device(&id);
