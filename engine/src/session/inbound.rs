@@ -4,7 +4,9 @@
 use fleetgate_codec::mqtt::bytestring::ByteString;
 use fleetgate_codec::mqtt::{self, QoS, v5};
 
-use super::{Action, Env, SessionState};
+use std::sync::Arc;
+
+use super::{Action, DeviceInfo, Env, SessionState};
 use crate::acl::{SubscribeScope, may_publish, may_subscribe};
 use crate::flow::Take;
 use crate::metrics::{AclAction, CloseReason, Throttle};
@@ -346,6 +348,15 @@ impl SessionState {
         removed
     }
 
+    /// The device of an established session; a session still connecting, or gone, is offline
+    /// for the application API.
+    fn connected_device(&self) -> Result<Arc<DeviceInfo>, OpsError> {
+        match &self.device {
+            Some(d) if self.phase == super::Phase::Connected => Ok(Arc::clone(d)),
+            _ => Err(OpsError::Offline),
+        }
+    }
+
     /// Subscribes the established session to `filter` on the device's behalf (the
     /// application API's proxy subscription, spec/app-side.md §10 row 8): the same checks as a
     /// SUBSCRIBE from the device, without a SUBACK.
@@ -355,13 +366,7 @@ impl SessionState {
         qos: QoS,
         env: &mut Env<'_>,
     ) -> Result<SubscribeOutcome, OpsError> {
-        let Some(device) = self
-            .device
-            .clone()
-            .filter(|_| self.phase == super::Phase::Connected)
-        else {
-            return Err(OpsError::Offline);
-        };
+        let device = self.connected_device()?;
         let own = device.device_id.to_string();
         let replaced = self
             .persistent
@@ -381,13 +386,7 @@ impl SessionState {
         filter: &ByteString,
         env: &mut Env<'_>,
     ) -> Result<bool, OpsError> {
-        let Some(device) = self
-            .device
-            .clone()
-            .filter(|_| self.phase == super::Phase::Connected)
-        else {
-            return Err(OpsError::Offline);
-        };
+        let device = self.connected_device()?;
         Ok(self.ungrant(device.device_id.as_str(), filter, env))
     }
 }

@@ -599,10 +599,7 @@ impl ShardCore {
         resume: bool,
         io: &mut I,
     ) -> TakenOver {
-        let tid = ConnId {
-            slot: target.slot,
-            generation: target.generation,
-        };
+        let tid = ConnId::from(target);
         let Some(entry) = self
             .entries
             .get_mut(target.slot as usize)
@@ -1082,10 +1079,7 @@ impl ShardCore {
                 self.after_unblock(conn, io);
             }
             ShardMsg::Kick { target, reason, .. } => {
-                let id = ConnId {
-                    slot: target.slot,
-                    generation: target.generation,
-                };
+                let id = ConnId::from(target);
                 if self.conn(id).is_some() {
                     self.run(id, io, |s, env| {
                         s.close_by_server(
@@ -1130,10 +1124,7 @@ impl ShardCore {
         /// Forwards beyond this count mean the session keeps moving faster than messages
         /// reach it; the message is then counted as undeliverable.
         const MAX_HOPS: u8 = 4;
-        let id = ConnId {
-            slot: target.slot,
-            generation: target.generation,
-        };
+        let id = ConnId::from(target);
         let max_queue = self.shared.config.session.max_queued_messages as usize;
         match self.entries.get_mut(id.slot as usize) {
             Some(Entry {

@@ -20,6 +20,16 @@ pub struct ConnId {
     pub generation: u32,
 }
 
+impl From<crate::registry::SessionRef> for ConnId {
+    /// The connection a registry entry points at (in its shard).
+    fn from(target: crate::registry::SessionRef) -> Self {
+        ConnId {
+            slot: target.slot,
+            generation: target.generation,
+        }
+    }
+}
+
 impl ConnId {
     /// Packs into 64 bits (for io_uring user data).
     pub fn to_u64(self) -> u64 {

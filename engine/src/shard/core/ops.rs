@@ -10,13 +10,6 @@ use crate::ops::{OpsError, OpsRequest, SessionInfo, ShardCounts};
 use crate::registry::SessionRef;
 use crate::session::{Downlink, Phase, Pushed};
 
-fn conn_id(target: SessionRef) -> ConnId {
-    ConnId {
-        slot: target.slot,
-        generation: target.generation,
-    }
-}
-
 impl ShardCore {
     pub(super) fn on_ops<I: Io>(&mut self, req: OpsRequest, io: &mut I) {
         match req {
@@ -36,7 +29,7 @@ impl ShardCore {
                 let _ = reply.try_send(found);
             }
             OpsRequest::Inspect { target, reply } => {
-                let info = self.info(conn_id(target));
+                let info = self.info(ConnId::from(target));
                 let _ = reply.try_send(info);
             }
             OpsRequest::Subscribe {
@@ -45,7 +38,7 @@ impl ShardCore {
                 qos,
                 reply,
             } => {
-                let id = conn_id(target);
+                let id = ConnId::from(target);
                 let mut outcome = Err(OpsError::Offline);
                 if self.info(id).is_some() {
                     self.run(id, io, |s, env| {
@@ -128,7 +121,7 @@ impl ShardCore {
         msg: Downlink,
         io: &mut I,
     ) -> bool {
-        let id = conn_id(target);
+        let id = ConnId::from(target);
         let max_queue = self.shared.config.session.max_queued_messages as usize;
         match self.entries.get_mut(id.slot as usize) {
             Some(Entry {
