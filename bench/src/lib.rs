@@ -15,6 +15,8 @@ pub fn delayed_command(device: &Device) -> Command {
         service_id: "WaterMeter".parse().ok(),
         command_name: "ON_OFF".parse().unwrap_or_else(|e| panic!("{e}")),
         paras: json!({"value": "ON"}),
+        supersede_key: None,
+        idempotency_key: None,
     };
     Command::new_delayed(new, 86_400, fleetgate_model::Timestamp::now())
 }

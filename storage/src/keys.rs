@@ -19,15 +19,20 @@
 //! | index | `g{app}\0{group}` | empty |
 //! | commands | `r{command_id}` | command |
 //! | commands | `h{device}\0{created}{command_id}` `t{created}{command_id}` | empty |
+//! | commands | `i{device}\0{idempotency_key}` | command id |
 //! | command_queue | `q{device}\0{seq}` | command id |
-//! | command_queue | `x{expires_at}{command_id}` | device id |
+//! | command_queue | `x{deadline}{command_id}` (PENDING: expiry; SENT: ack deadline) | device id |
+//! | command_queue | `s{device}\0{sent}{command_id}` (SENT commands) | empty |
 //! | ota | `k{package}` `j{task}` `p{task}\0{device}` `d{device}\0{task}` `K{product}\0{package}` | package / task / progress / empty / empty |
 //! | rules | `r{rule}` `a{action}` `R{rule}\0{action}` `A{app}\0{rule}` | rule / action / empty / empty |
 //! | acl | `{acl_rule_id}` | ACL rule |
 //! | apps | `a{app}` `n{app name}` `k{key_id}` `K{app}\0{key_id}` | application / app id (unique name) / API key / empty |
+//! | registrations | `r{location}` | registration (binary, `value::encode_registration`) |
+//! | registrations | `d{device}` `x{expires_at}{location}` `c{stripe}` | location / empty / partial count |
 //! | meta | `schema_version` | version number |
 
 use fleetgate_model::device::DeviceStatus;
+use fleetgate_model::lwm2m::RegistrationId;
 use fleetgate_model::{
     AclRuleId, ActionId, AppId, CommandId, DeviceId, GroupId, NodeId, PackageId, ProductId, RuleId,
     TaskId, Timestamp,
@@ -190,12 +195,58 @@ pub fn queue(device: &DeviceId, seq: Option<u64>) -> Vec<u8> {
     }
     k
 }
-/// The expiry index entry of a pending command; `None` gives the index prefix.
-pub fn expiry(at: Option<(Timestamp, &CommandId)>) -> Vec<u8> {
+/// The deadline index entry of a command (a PENDING command's expiry, a SENT command's ack
+/// deadline); `None` gives the index prefix.
+pub fn deadline(at: Option<(Timestamp, &CommandId)>) -> Vec<u8> {
     let mut k = b"x".to_vec();
     if let Some((t, id)) = at {
         k.extend_from_slice(&time_bytes(t));
         k.extend_from_slice(id.as_bytes());
+    }
+    k
+}
+/// A device's SENT-command entry, by send time; `None` gives the device's prefix.
+pub fn sent(device: &DeviceId, at: Option<(Timestamp, &CommandId)>) -> Vec<u8> {
+    let mut k = key(&[b"s", device.as_str().as_bytes(), SEP]);
+    if let Some((t, id)) = at {
+        k.extend_from_slice(&time_bytes(t));
+        k.extend_from_slice(id.as_bytes());
+    }
+    k
+}
+/// A device's idempotency-key entry (family `commands`). Keys are `[A-Za-z0-9_.:-]`, no NUL.
+pub fn idempotency(device: &DeviceId, idempotency_key: Option<&str>) -> Vec<u8> {
+    let mut k = key(&[b"i", device.as_str().as_bytes(), SEP]);
+    if let Some(ik) = idempotency_key {
+        k.extend_from_slice(ik.as_bytes());
+    }
+    k
+}
+
+// ---- LwM2M registrations (family `registrations`) ---------------------------------------------
+
+/// A registration, by its location's 8 big-endian bytes.
+pub fn registration(location: RegistrationId) -> Vec<u8> {
+    key(&[b"r", &location.as_u64().to_be_bytes()])
+}
+/// A device's registration entry (value: the location's 8 bytes); `None` gives the prefix.
+pub fn registration_of_device(device: Option<&DeviceId>) -> Vec<u8> {
+    key(&[b"d", device.map_or(&b""[..], |d| d.as_str().as_bytes())])
+}
+/// The expiry index entry of a registration; `None` gives the index prefix.
+pub fn registration_expiry(at: Option<(Timestamp, RegistrationId)>) -> Vec<u8> {
+    let mut k = b"x".to_vec();
+    if let Some((t, location)) = at {
+        k.extend_from_slice(&time_bytes(t));
+        k.extend_from_slice(&location.as_u64().to_be_bytes());
+    }
+    k
+}
+/// One of the partial registration counts (value: i64, big-endian); `None` gives the prefix.
+pub fn registration_count(stripe: Option<u16>) -> Vec<u8> {
+    let mut k = b"c".to_vec();
+    if let Some(s) = stripe {
+        k.extend_from_slice(&s.to_be_bytes());
     }
     k
 }

@@ -24,7 +24,8 @@ pub enum Cf {
     Shadows,
     /// Command records, per-device history and the creation-time index.
     Commands,
-    /// The command cache: per-device pending queues and the expiry index.
+    /// The command cache: per-device pending queues, the deadline index (expiry of PENDING,
+    /// ack deadline of SENT commands) and the SENT commands of each device.
     CommandQueue,
     /// OTA packages, tasks and per-device progress.
     Ota,
@@ -34,13 +35,15 @@ pub enum Cf {
     Acl,
     /// Applications (resource spaces), their unique names, API keys and keys by application.
     Apps,
+    /// LwM2M registrations, by location, by device and by expiry, and their count.
+    Registrations,
     /// Store metadata (schema version).
     Meta,
 }
 
 impl Cf {
     /// Every column family.
-    pub const ALL: [Cf; 14] = [
+    pub const ALL: [Cf; 15] = [
         Cf::Products,
         Cf::Devices,
         Cf::Credentials,
@@ -54,6 +57,7 @@ impl Cf {
         Cf::Rules,
         Cf::Acl,
         Cf::Apps,
+        Cf::Registrations,
         Cf::Meta,
     ];
 
@@ -73,6 +77,7 @@ impl Cf {
             Cf::Rules => "rules",
             Cf::Acl => "acl",
             Cf::Apps => "apps",
+            Cf::Registrations => "registrations",
             Cf::Meta => "meta",
         }
     }

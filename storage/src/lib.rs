@@ -1,7 +1,8 @@
 //! fleetgate's storage layer.
 //!
 //! - [`traits`]: one store trait per concern (products, devices and credentials, groups,
-//!   shadows, commands and the command cache, OTA, rules and ACLs) and [`Storage`], all of them;
+//!   shadows, commands and the command cache, OTA, rules and ACLs, applications, LwM2M
+//!   registrations) and [`Storage`], all of them;
 //! - [`kv`]: the ordered key-value engine the stores are built on;
 //! - [`KvStore`]: every store implemented once over any engine, with indexes written
 //!   atomically with their records;

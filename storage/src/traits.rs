@@ -8,6 +8,7 @@
 use fleetgate_model::app::{ApiKey, Application};
 use fleetgate_model::command::{Command, CommandStatus};
 use fleetgate_model::device::{Credential, Device, DeviceStatus, Group, StatusEvent};
+use fleetgate_model::lwm2m::{Registration, RegistrationId};
 use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
 use fleetgate_model::product::Product;
 use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
@@ -142,8 +143,8 @@ pub trait DeviceStore {
     /// (the caller caches it): `None` for an unknown device or one without a credential.
     fn load_for_auth(&self, id: &DeviceId, max_sub_devices: usize) -> Result<Option<AuthView>>;
     /// Deletes a device and everything that belongs to it: credential, shadow, group
-    /// memberships, cached and historical commands, OTA progress. A gateway with sub-devices
-    /// is refused. Synced.
+    /// memberships, cached and historical commands, OTA progress, LwM2M registration. A
+    /// gateway with sub-devices is refused. Synced.
     fn delete_device(&self, id: &DeviceId) -> Result<Device>;
     /// Lists devices matching `query` in device-id order.
     fn list_devices(
@@ -219,21 +220,76 @@ pub trait ShadowStore {
     ) -> Result<Shadow>;
 }
 
+/// What [`CommandStore::enqueue_command`] did.
+// A value returned once per call and taken apart at once: boxing the command would only add
+// an allocation and a dereference for the caller.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    /// The command was stored.
+    Created {
+        /// The device's PENDING commands with the same supersede key, now CANCELED, in queue
+        /// order.
+        superseded: Vec<Command>,
+    },
+    /// The device already has a command with this idempotency key: here it is, as stored;
+    /// nothing was written.
+    Existing(Command),
+}
+
 /// Command records and the durable per-device command cache.
 pub trait CommandStore {
-    /// Stores a new command. A PENDING command joins its device's queue (refused with
-    /// [`StorageError::LimitExceeded`] beyond the pending limit) and the expiry index, and is
-    /// synced before this returns.
-    fn insert_command(&self, command: &Command) -> Result<()>;
+    /// Stores a new command, under its device's lock and in one batch:
+    ///
+    /// 1. when it has an `idempotency_key` and the device already has a command with that key,
+    ///    returns [`Enqueued::Existing`] with that command and writes nothing (the key is free
+    ///    again once that command is pruned);
+    /// 2. when it has a `supersede_key`, every PENDING command of the device with the same key
+    ///    becomes CANCELED (response time: the new command's creation time; result "superseded
+    ///    by {new id}") and leaves the queue and the deadline index;
+    /// 3. stores the command: a PENDING one joins its device's queue, refused with
+    ///    [`StorageError::LimitExceeded`] (and nothing written) when the queue, counted after
+    ///    step 2, is full; a PENDING or SENT one enters the deadline index.
+    ///
+    /// Keys that [`fleetgate_model::command::validate_key`] refuses are a
+    /// [`StorageError::Conflict`]; a reused command id is [`StorageError::AlreadyExists`];
+    /// an unknown device is [`StorageError::NotFound`]. Synced when the command is PENDING or
+    /// asynchronous or it superseded any; buffered otherwise (synchronous-command history).
+    fn enqueue_command(&self, command: &Command) -> Result<Enqueued>;
+    /// [`CommandStore::enqueue_command`] for callers that want no result: a command whose
+    /// idempotency key is taken is refused with [`StorageError::AlreadyExists`].
+    fn insert_command(&self, command: &Command) -> Result<()> {
+        match self.enqueue_command(command)? {
+            Enqueued::Created { .. } => Ok(()),
+            Enqueued::Existing(c) => Err(StorageError::AlreadyExists {
+                kind: "idempotency key",
+                id: format!(
+                    "{} (command {})",
+                    c.idempotency_key.unwrap_or_default(),
+                    c.command_id
+                ),
+            }),
+        }
+    }
     /// Reads a command.
     fn get_command(&self, id: &CommandId) -> Result<Option<Command>>;
-    /// Changes a command under its device's lock; leaving PENDING removes it from the queue
-    /// and the expiry index. Changes of asynchronous commands are synced.
+    /// Changes a command under its device's lock. Its id, device, creation time, expiry and
+    /// keys cannot change, nor can it return to PENDING ([`StorageError::Conflict`]). Leaving
+    /// PENDING removes it from the queue; the deadline index follows
+    /// [`Command::deadline`] (expiry while PENDING, ack deadline while SENT) and the
+    /// device's SENT entry follows the status. Changes of PENDING and asynchronous commands
+    /// are synced.
     fn update_command(&self, id: &CommandId, f: Mutation<'_, Command>) -> Result<Command>;
     /// A device's pending commands in queue (creation) order, at most `limit`.
     fn pending_commands(&self, device: &DeviceId, limit: usize) -> Result<Vec<Command>>;
-    /// Pending commands whose expiry is at or before `now`, earliest first, at most `limit`.
-    fn expired_pending(&self, now: Timestamp, limit: usize) -> Result<Vec<Command>>;
+    /// Commands whose deadline is at or before `now`, earliest deadline first, at most `limit`:
+    /// PENDING commands whose expiry passed (to expire) and SENT commands whose ack deadline
+    /// passed (to time out). Ack deadlines are stored, so they survive a restart.
+    fn due_commands(&self, now: Timestamp, limit: usize) -> Result<Vec<Command>>;
+    /// The device's command currently SENT — the one in flight, which a serial queue waits for
+    /// — or `None`. If several are SENT (an immediate command beside the queue), the one sent
+    /// first. Read from a per-device index, so it is cheap and survives a restart.
+    fn unsettled_command(&self, device: &DeviceId) -> Result<Option<Command>>;
     /// A device's commands, oldest first, optionally only those in `status`.
     fn list_device_commands(
         &self,
@@ -246,6 +302,41 @@ pub trait CommandStore {
     /// skipping unsettled ones however old. Returns how many were deleted; call again while it
     /// returns `limit`.
     fn prune_commands(&self, before: Timestamp, limit: usize) -> Result<usize>;
+}
+
+/// LwM2M registrations of CoAP devices (docs/coap.md): at most one per device, found by its
+/// location, its device or its expiry. Writes are buffered: a registration lost to a power
+/// failure is one the device makes again.
+pub trait RegistrationStore {
+    /// Stores a device's registration, replacing (and returning) its previous one, under the
+    /// device's lock: the record and its location, device and expiry entries change in one
+    /// batch. The device must exist ([`StorageError::NotFound`]); a location held by another
+    /// device is [`StorageError::AlreadyExists`]; a registration that
+    /// [`Registration::validate`] refuses is [`StorageError::Conflict`].
+    fn put_registration(&self, registration: &Registration) -> Result<Option<Registration>>;
+    /// Reads a registration by its location.
+    fn get_registration(&self, location: &RegistrationId) -> Result<Option<Registration>>;
+    /// A device's registration.
+    fn registration_of_device(&self, device: &DeviceId) -> Result<Option<Registration>>;
+    /// A registration update at `now` from `address` ([`Registration::touch`]): new update
+    /// time, expiry (with the new lifetime, if given) and address; the expiry entry moves.
+    /// `None`, and nothing written, when the location is unknown or has expired at `now` (the
+    /// device must register again; the expired record stays for
+    /// [`RegistrationStore::due_registrations`]).
+    fn touch_registration(
+        &self,
+        location: &RegistrationId,
+        address: &str,
+        now: Timestamp,
+        lifetime_secs: Option<u32>,
+    ) -> Result<Option<Registration>>;
+    /// Deletes a registration (de-register, expiry), returning it; `None` when unknown.
+    fn delete_registration(&self, location: &RegistrationId) -> Result<Option<Registration>>;
+    /// Registrations whose expiry is at or before `now`, earliest first, at most `limit`.
+    fn due_registrations(&self, now: Timestamp, limit: usize) -> Result<Vec<Registration>>;
+    /// How many registrations are stored: exact, the sum of counters kept per lock stripe
+    /// (1024 small entries) that change in the same batch as the records.
+    fn count_registrations(&self) -> Result<u64>;
 }
 
 /// OTA packages, tasks and per-device progress.
@@ -358,6 +449,7 @@ pub trait Storage:
     + OtaStore
     + RuleStore
     + AppStore
+    + RegistrationStore
     + Send
     + Sync
     + std::fmt::Debug

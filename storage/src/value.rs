@@ -2,8 +2,9 @@
 //! with RocksDB's own tools and lets fields be added with serde defaults; the format byte
 //! leaves room for a denser encoding later without a flag day.
 
-use fleetgate_model::Timestamp;
 use fleetgate_model::device::{DeviceStatus, Presence};
+use fleetgate_model::lwm2m::{Registration, RegistrationId};
+use fleetgate_model::{AppId, DeviceId, NodeId, Timestamp};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -95,6 +96,118 @@ pub fn decode_presence(key: &[u8], bytes: &[u8]) -> Result<Presence> {
     })
 }
 
+const FORMAT_REGISTRATION: u8 = 3;
+
+/// Encodes a registration compactly (millions are kept): the format byte `3`, a flags byte
+/// (bit 0: queue mode), the lifetime (u32), the registered, updated and expiry times (i64
+/// milliseconds), then endpoint, device id, app id, LwM2M version, address and objects, each
+/// as a u16 length and its UTF-8 bytes, all big-endian. The location is the record's key and
+/// is not repeated. Fails on a text longer than 65,535 bytes (the model's limits are far
+/// below).
+pub fn encode_registration(r: &Registration) -> Result<Vec<u8>> {
+    let texts = [
+        r.endpoint.as_str(),
+        r.device_id.as_str(),
+        r.app_id.as_str(),
+        &r.lwm2m_version,
+        &r.address,
+        &r.objects,
+    ];
+    let mut out = Vec::with_capacity(30 + texts.iter().map(|t| 2 + t.len()).sum::<usize>());
+    out.push(FORMAT_REGISTRATION);
+    out.push(u8::from(r.queue_mode));
+    out.extend_from_slice(&r.lifetime_secs.to_be_bytes());
+    for t in [r.registered_at, r.updated_at, r.expires_at] {
+        out.extend_from_slice(&t.as_millis().to_be_bytes());
+    }
+    for t in texts {
+        let len = u16::try_from(t.len()).map_err(|_| {
+            StorageError::Backend(format!(
+                "cannot encode registration {}: a field is {} bytes long",
+                r.location,
+                t.len()
+            ))
+        })?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(t.as_bytes());
+    }
+    Ok(out)
+}
+
+/// Decodes what [`encode_registration`] wrote for `location`; anything else is
+/// [`StorageError::Corrupt`].
+pub fn decode_registration(
+    key: &[u8],
+    location: RegistrationId,
+    bytes: &[u8],
+) -> Result<Registration> {
+    let corrupt = |reason: &str| StorageError::Corrupt {
+        cf: Cf::Registrations.name(),
+        key: escape(key),
+        reason: reason.to_owned(),
+    };
+    let [FORMAT_REGISTRATION, flags, rest @ ..] = bytes else {
+        return Err(corrupt("not a registration value"));
+    };
+    if flags & !1 != 0 {
+        return Err(corrupt("unknown flags"));
+    }
+    let mut r = Reader(rest);
+    let lifetime_secs = u32::from_be_bytes(r.take_array().ok_or_else(|| corrupt("too short"))?);
+    let mut time = || {
+        r.take_array()
+            .map(|b| Timestamp::from_millis(i64::from_be_bytes(b)))
+            .ok_or_else(|| corrupt("too short"))
+    };
+    let (registered_at, updated_at, expires_at) = (time()?, time()?, time()?);
+    let mut text = || -> Result<String> {
+        let len = u16::from_be_bytes(r.take_array().ok_or_else(|| corrupt("too short"))?);
+        let bytes = r
+            .take(usize::from(len))
+            .ok_or_else(|| corrupt("too short"))?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt("text is not UTF-8"))
+    };
+    let endpoint = NodeId::new(text()?).map_err(|e| corrupt(&e.to_string()))?;
+    let device_id = DeviceId::new(text()?).map_err(|e| corrupt(&e.to_string()))?;
+    let app_id = AppId::new(text()?).map_err(|e| corrupt(&e.to_string()))?;
+    let (lwm2m_version, address, objects) = (text()?, text()?, text()?);
+    if !r.0.is_empty() {
+        return Err(corrupt("trailing bytes"));
+    }
+    Ok(Registration {
+        location,
+        endpoint,
+        device_id,
+        app_id,
+        lifetime_secs,
+        lwm2m_version,
+        queue_mode: flags & 1 != 0,
+        objects,
+        address,
+        registered_at,
+        updated_at,
+        expires_at,
+    })
+}
+
+/// A cursor over bytes being decoded.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+
+    fn take_array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N).and_then(|b| b.try_into().ok())
+    }
+}
+
 /// A key as printable text for messages.
 pub fn escape(key: &[u8]) -> String {
     key.escape_ascii().to_string()
@@ -103,6 +216,51 @@ pub fn escape(key: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_round_trip_compactly_and_refuse_garbage() {
+        let r = Registration {
+            location: RegistrationId::from_u64(0x0123_4567_89ab_cdef),
+            endpoint: NodeId::new("860000000000001").unwrap(),
+            device_id: DeviceId::new("water_meter_860000000000001").unwrap(),
+            app_id: AppId::new("default").unwrap(),
+            lifetime_secs: 86_400,
+            lwm2m_version: "1.1".into(),
+            queue_mode: true,
+            objects: "</1/0>,</3/0>,</19/0>,</19/1>".into(),
+            address: "10.1.2.3:56830".into(),
+            registered_at: Timestamp::from_millis(1_700_000_000_000),
+            updated_at: Timestamp::from_millis(1_700_000_100_000),
+            expires_at: Timestamp::from_millis(1_700_086_500_000),
+        };
+        let bytes = encode_registration(&r).unwrap();
+        // 30 fixed bytes, 6 lengths, the texts: far smaller than the JSON record.
+        let texts = 15 + 27 + 7 + 3 + 29 + 14;
+        assert_eq!(bytes.len(), 30 + 12 + texts);
+        assert!(bytes.len() * 2 < serde_json::to_vec(&r).unwrap().len() + 100);
+        assert_eq!(decode_registration(b"k", r.location, &bytes).unwrap(), r);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        let mut bad_id = bytes.clone();
+        bad_id[33] = b'/';
+        for bad in [
+            &b""[..],
+            &[3],
+            &[1, 0],
+            &[3, 2],
+            &bytes[..bytes.len() - 1],
+            &trailing,
+            &bad_id,
+        ] {
+            assert!(
+                matches!(
+                    decode_registration(b"k", r.location, bad),
+                    Err(StorageError::Corrupt { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn presence_round_trips_and_refuses_garbage() {

@@ -8,13 +8,43 @@
 //! immediately: create ─► SENT (device online) | FAILED (offline)            [FAILED terminal]
 //! common:     SENT ─(ACK)─► DELIVERED ─(result ok/failed)─► SUCCESSFUL | FAILED [terminal]
 //!             SENT ─(result without a separate ACK)─► SUCCESSFUL | FAILED    [terminal]
-//!             SENT ─(no ACK in time, 180 s)─► TIMEOUT                        [terminal]
+//!             SENT ─(no ACK by its ack deadline, 180 s)─► TIMEOUT            [terminal]
 //! ```
+//!
+//! Every edge, with the event that takes it and the times it sets (nothing else changes, and a
+//! time once set never changes again):
+//!
+//! | from | event | to | sets |
+//! |---|---|---|---|
+//! | PENDING | `Sent` (before `expires_at`) | SENT | `sent_time`, `request_id`, `ack_deadline` |
+//! | PENDING | `Expired` (at or after `expires_at`) | EXPIRED | `response_time` |
+//! | PENDING | `Canceled` | CANCELED | `response_time` |
+//! | PENDING | `Superseded` | CANCELED | `response_time`, `result` ("superseded by {id}") |
+//! | SENT | `Acked` | DELIVERED | `delivered_time`; clears `ack_deadline` |
+//! | SENT | `Result` | SUCCESSFUL / FAILED | `delivered_time` (= now), `response_time`, `result`; clears `ack_deadline` |
+//! | SENT | `AckTimeout` | TIMEOUT | `response_time`; clears `ack_deadline` |
+//! | DELIVERED | `Result` | SUCCESSFUL / FAILED | `response_time`, `result` |
+//!
+//! Creation: [`Command::new_delayed`] makes PENDING with `expires_at`; [`Command::new_immediate`]
+//! makes SENT (with `sent_time`, `request_id`, `ack_deadline`) or FAILED (with `response_time`
+//! and a "device offline" result). Any other event is refused ([`InvalidTransition`]) and
+//! leaves the command unchanged; a terminal status refuses every event. A SENT command can no
+//! longer expire (§22.3): its only clock is the ack deadline.
+//!
+//! `ack_deadline` is set exactly while the command is SENT: the caller computes it when sending
+//! (now + its configured acknowledgement timeout, [`ACK_TIMEOUT_SECS`] by default) so that a
+//! restarted process still knows when to time the command out. [`CommandEvent::AckTimeout`]
+//! is accepted from SENT at any time: the caller decides when its timer fired.
 //!
 //! A result that arrives without a separate acknowledgement (an MQTT response, a piggybacked
 //! CoAP response) implies delivery: `delivered_time` is set to the response time. DELIVERED
 //! has no timeout of its own: it is "settled" for the serial queue and stays DELIVERED until a
 //! result arrives (the spec leaves this open; §22.3 design note).
+//!
+//! Two optional keys, both 1–64 characters of `[A-Za-z0-9_.:-]` ([`validate_key`]), shape how
+//! the store queues a new command: an `idempotency_key` makes a repeated request return the
+//! command created first instead of a second one, and a `supersede_key` cancels the device's
+//! PENDING commands with the same key (a newer configuration replaces an older, unsent one).
 
 use std::fmt;
 
@@ -32,6 +62,26 @@ pub const MAX_EXPIRE_SECS: u64 = 172_800;
 pub const ACK_TIMEOUT_SECS: u64 = 180;
 /// Most pending cached commands per device by default (spec/README.md decision 2).
 pub const DEFAULT_MAX_PENDING_PER_DEVICE: usize = 20;
+/// Longest supersede or idempotency key, in characters.
+pub const MAX_KEY_LEN: usize = 64;
+
+/// Checks a supersede or idempotency key: 1–[`MAX_KEY_LEN`] characters of `[A-Za-z0-9_.:-]`.
+/// The error is a message for the API's 400 answer.
+pub fn validate_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(format!("must be at most {MAX_KEY_LEN} characters"));
+    }
+    if !key
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+    {
+        return Err("only letters, digits, '_', '.', ':' and '-' are allowed".into());
+    }
+    Ok(())
+}
 
 /// How an asynchronous command is delivered (§22.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -123,9 +173,11 @@ impl fmt::Display for CommandStatus {
 }
 
 /// The device's answer, as pushed: `{"resultCode": "SUCCESSFUL", "resultDetail": {...}}` (§22.4).
+/// fleetgate writes one itself for an immediate command to an offline device (`FAILED`, "device
+/// offline") and for a superseded one (`CANCELED`, "superseded by {command id}").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandResult {
-    /// `SUCCESSFUL` or `FAILED`.
+    /// `SUCCESSFUL` or `FAILED` (`CANCELED` for a superseded command).
     #[serde(rename = "resultCode")]
     pub result_code: String,
     /// The decoded response parameters.
@@ -176,6 +228,15 @@ pub struct Command {
     /// The device's answer.
     #[serde(default)]
     pub result: Option<CommandResult>,
+    /// While SENT: when the command times out unless the device acknowledges it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_deadline: Option<Timestamp>,
+    /// A newer command with the same key cancels this one while it is PENDING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supersede_key: Option<String>,
+    /// At most one command per device carries a given key: a repeated request returns it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// What happened to a command.
@@ -185,6 +246,10 @@ pub enum CommandEvent {
     Sent {
         /// The correlation id used, if the transport has one.
         request_id: Option<RequestId>,
+        /// When it times out without an acknowledgement: the send time plus the caller's
+        /// acknowledgement timeout ([`ACK_TIMEOUT_SECS`] by default). A deadline before the send
+        /// time is taken as the send time.
+        ack_deadline: Timestamp,
     },
     /// The device acknowledged receipt.
     Acked,
@@ -199,8 +264,13 @@ pub enum CommandEvent {
     AckTimeout,
     /// The expiry passed before it could be sent.
     Expired,
-    /// The application canceled it, or a newer command superseded it.
+    /// The application canceled it.
     Canceled,
+    /// A newer command with the same supersede key replaced it while it was PENDING.
+    Superseded {
+        /// The newer command.
+        by: CommandId,
+    },
 }
 
 /// A transition the state machine does not allow.
@@ -224,6 +294,7 @@ impl CommandEvent {
             CommandEvent::AckTimeout => "ack timeout",
             CommandEvent::Expired => "expired",
             CommandEvent::Canceled => "canceled",
+            CommandEvent::Superseded { .. } => "superseded",
         }
     }
 }
@@ -243,6 +314,25 @@ pub struct NewCommand {
     pub command_name: CommandName,
     /// Parameters.
     pub paras: Value,
+    /// Cancels the device's PENDING commands with the same key ([`validate_key`]).
+    pub supersede_key: Option<String>,
+    /// Makes a repeated request return the first command ([`validate_key`]).
+    pub idempotency_key: Option<String>,
+}
+
+impl NewCommand {
+    /// Checks the optional keys; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, key) in [
+            ("supersede_key", &self.supersede_key),
+            ("idempotency_key", &self.idempotency_key),
+        ] {
+            if let Some(k) = key {
+                validate_key(k).map_err(|e| format!("{field} {e}"))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Command {
@@ -257,11 +347,14 @@ impl Command {
         )
     }
 
-    /// An immediate command: SENT when the device was online and it went out, FAILED otherwise
+    /// An immediate command: SENT when the device was online and it went out (`sent` holds the
+    /// correlation id used, if any; `ack_deadline` is when it times out without an
+    /// acknowledgement, at least `now`), FAILED otherwise, when `ack_deadline` is not used
     /// (immediate mode has no PENDING and no EXPIRED, §24 item 3).
     pub fn new_immediate(
         new: NewCommand,
         sent: Option<Option<RequestId>>,
+        ack_deadline: Timestamp,
         now: Timestamp,
     ) -> Command {
         let status = if sent.is_some() {
@@ -274,6 +367,7 @@ impl Command {
             Some(request_id) => {
                 c.sent_time = Some(now);
                 c.request_id = request_id;
+                c.ack_deadline = Some(ack_deadline.max(now));
             }
             None => {
                 c.response_time = Some(now);
@@ -310,6 +404,19 @@ impl Command {
             delivered_time: None,
             response_time: None,
             result: None,
+            ack_deadline: None,
+            supersede_key: new.supersede_key,
+            idempotency_key: new.idempotency_key,
+        }
+    }
+
+    /// When the store must next look at the command unless an event comes first: a PENDING
+    /// command's expiry, a SENT command's ack deadline; `None` otherwise.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        match self.status {
+            CommandStatus::Pending => self.expires_at,
+            CommandStatus::Sent => self.ack_deadline,
+            _ => None,
         }
     }
 
@@ -318,7 +425,8 @@ impl Command {
         self.status == CommandStatus::Pending && self.expires_at.is_some_and(|e| e <= now)
     }
 
-    /// Applies an event at `now`. An expired PENDING command can no longer be sent.
+    /// Applies an event at `now` (see the table in the module documentation). An expired
+    /// PENDING command can no longer be sent; a refused event changes nothing.
     pub fn apply(&mut self, event: CommandEvent, now: Timestamp) -> Result<(), InvalidTransition> {
         use CommandStatus as S;
         let invalid = |c: &Command, e: &CommandEvent| InvalidTransition {
@@ -327,16 +435,25 @@ impl Command {
             event: e.name(),
         };
         match (&event, self.status) {
-            (CommandEvent::Sent { request_id }, S::Pending) if !self.is_expired_at(now) => {
+            (
+                CommandEvent::Sent {
+                    request_id,
+                    ack_deadline,
+                },
+                S::Pending,
+            ) if !self.is_expired_at(now) => {
                 self.status = S::Sent;
                 self.sent_time = Some(now);
                 self.request_id = request_id.clone();
+                self.ack_deadline = Some((*ack_deadline).max(now));
             }
             (CommandEvent::Acked, S::Sent) => {
                 self.status = S::Delivered;
                 self.delivered_time = Some(now);
+                self.ack_deadline = None;
             }
             (CommandEvent::Result { success, detail }, S::Sent | S::Delivered) => {
+                self.ack_deadline = None;
                 self.delivered_time.get_or_insert(now);
                 self.status = if *success { S::Successful } else { S::Failed };
                 self.response_time = Some(now);
@@ -348,6 +465,7 @@ impl Command {
             (CommandEvent::AckTimeout, S::Sent) => {
                 self.status = S::Timeout;
                 self.response_time = Some(now);
+                self.ack_deadline = None;
             }
             (CommandEvent::Expired, S::Pending) if self.is_expired_at(now) => {
                 self.status = S::Expired;
@@ -356,6 +474,14 @@ impl Command {
             (CommandEvent::Canceled, S::Pending) => {
                 self.status = S::Canceled;
                 self.response_time = Some(now);
+            }
+            (CommandEvent::Superseded { by }, S::Pending) => {
+                self.status = S::Canceled;
+                self.response_time = Some(now);
+                self.result = Some(CommandResult {
+                    result_code: S::Canceled.as_str().to_owned(),
+                    result_detail: Value::String(format!("superseded by {by}")),
+                });
             }
             _ => return Err(invalid(self, &event)),
         }

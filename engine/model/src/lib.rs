@@ -7,6 +7,7 @@
 //! - [`auth`]: the MQTT/HTTPS secret authentication scheme;
 //! - [`shadow`]: desired/reported shadows, versions and deltas;
 //! - [`command`]: commands and their state machine;
+//! - [`lwm2m`]: LwM2M registrations of CoAP devices and their locations;
 //! - [`topic`]: the `$oc/devices/{device_id}/...` topic grammar and filter matching;
 //! - [`payload`]: serde types for every system payload;
 //! - [`ota`] and [`rule`]: OTA, forwarding-rule and ACL records;
@@ -21,6 +22,7 @@ pub mod command;
 pub mod device;
 pub mod error;
 pub mod ids;
+pub mod lwm2m;
 pub mod ota;
 pub mod payload;
 pub mod product;

@@ -91,6 +91,10 @@ pub struct Product {
     /// Upgrade capabilities read by OTA and PCP recognition (§3.2, §15.9).
     #[serde(default)]
     pub om_capability: OmCapability,
+    /// The codec that turns the devices' binary payloads into product-model JSON and back
+    /// (§21; docs/coap.md names the built-in ones). Needed by binary products.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<String>,
     /// Per-device uplink limits of this product; the engine's defaults apply when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_control: Option<FlowLimits>,

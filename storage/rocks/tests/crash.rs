@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 
-use fleetgate_model::command::{Command, CommandEvent, CommandMode, CommandStatus, NewCommand};
+use fleetgate_model::command::{
+    ACK_TIMEOUT_SECS, Command, CommandEvent, CommandMode, CommandStatus, NewCommand,
+};
 use fleetgate_model::device::{Credential, DeviceSecret};
 use fleetgate_model::{CommandId, DeviceId, ServiceId, Timestamp, testing};
 use fleetgate_storage::{Durability, Limits, Storage, StorageError};
@@ -79,6 +81,8 @@ fn crash_child() {
                         service_id: Some(ServiceId::new("WaterMeter").unwrap()),
                         command_name: "ON_OFF".parse().unwrap(),
                         paras: serde_json::json!({"value": "ON", "n": i}),
+                        supersede_key: None,
+                        idempotency_key: None,
                     };
                     let c = Command::new_delayed(new, 86_400, Timestamp::now());
                     store.insert_command(&c).expect("insert");
@@ -86,8 +90,12 @@ fn crash_child() {
                     if let Some(prev) = previous.take().filter(|_| i % 3 == 0) {
                         store
                             .update_command(&prev, &mut |c| {
-                                c.apply(CommandEvent::Sent { request_id: None }, Timestamp::now())
-                                    .map_err(StorageError::abort)
+                                let now = Timestamp::now();
+                                let sent = CommandEvent::Sent {
+                                    request_id: None,
+                                    ack_deadline: now.plus_secs(ACK_TIMEOUT_SECS),
+                                };
+                                c.apply(sent, now).map_err(StorageError::abort)
                             })
                             .expect("send");
                         emit(&format!("sent {prev}"));
@@ -199,6 +207,7 @@ fn verify(dir: &Path, acked: &Acknowledged) {
                 CommandStatus::Sent,
                 "acknowledged send of {id} is lost"
             );
+            assert!(c.ack_deadline.is_some(), "the ack deadline of {id} is lost");
         } else {
             assert!(matches!(
                 c.status,

@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use fleetgate_model::command::{CommandEvent, CommandStatus};
+use fleetgate_model::command::{Command, CommandEvent, CommandStatus};
 use fleetgate_model::{CommandId, Timestamp};
 
 use super::{
-    Make, assert_consistent, device, fresh, immediate_command, pending_command, pending_command_at,
-    product,
+    Make, assert_consistent, device, fresh, immediate_command, immediate_sent_command,
+    keyed_command, pending_command, pending_command_at, product,
 };
 use crate::error::StorageError;
+use crate::traits::{Enqueued, Storage};
 
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_millis(secs * 1000)
@@ -91,13 +92,15 @@ pub fn command_transitions_leave_the_queue(make: &Make) {
     s.insert_command(&c).unwrap();
     let sent = s
         .update_command(&c.command_id, &mut |c| {
-            c.apply(CommandEvent::Sent { request_id: None }, t(1))
+            c.apply(sent_event(1, 180), t(1))
                 .map_err(StorageError::abort)
         })
         .unwrap();
     assert_eq!(sent.status, CommandStatus::Sent);
     assert!(s.pending_commands(&d.device_id, 10).unwrap().is_empty());
-    assert!(s.expired_pending(t(1000), 10).unwrap().is_empty());
+    // Its expiry no longer counts: only its ack deadline does.
+    assert!(s.due_commands(t(180), 10).unwrap().is_empty());
+    assert_eq!(s.due_commands(t(181), 10).unwrap(), vec![sent.clone()]);
     for ev in [
         CommandEvent::Acked,
         CommandEvent::Result {
@@ -112,6 +115,7 @@ pub fn command_transitions_leave_the_queue(make: &Make) {
     }
     let done = s.get_command(&c.command_id).unwrap().unwrap();
     assert_eq!(done.status, CommandStatus::Successful);
+    assert!(s.due_commands(t(1000), 10).unwrap().is_empty());
     let again = s.update_command(&c.command_id, &mut |c| {
         c.apply(CommandEvent::AckTimeout, t(3))
             .map_err(StorageError::abort)
@@ -135,8 +139,28 @@ pub fn command_transitions_leave_the_queue(make: &Make) {
     assert_consistent(s);
 }
 
-/// The expiry index yields pending commands whose expiry has passed, earliest first.
-pub fn command_expiry_index(make: &Make) {
+fn sent_event(at_secs: i64, ack_secs: u64) -> CommandEvent {
+    CommandEvent::Sent {
+        request_id: None,
+        ack_deadline: t(at_secs).plus_secs(ack_secs),
+    }
+}
+
+fn ids(v: Vec<Command>) -> Vec<CommandId> {
+    v.into_iter().map(|c| c.command_id).collect()
+}
+
+fn apply(s: &dyn Storage, id: &CommandId, ev: CommandEvent, at: i64) -> Command {
+    s.update_command(id, &mut |c| {
+        c.apply(ev.clone(), t(at)).map_err(StorageError::abort)
+    })
+    .unwrap()
+}
+
+/// The deadline index yields PENDING commands whose expiry passed and SENT commands whose ack
+/// deadline passed, earliest deadline first; a command leaves it when its deadline no longer
+/// applies.
+pub fn command_deadline_index(make: &Make) {
     let f = fresh(make);
     let s = f.store.as_ref();
     let p = product(s, "p");
@@ -145,34 +169,46 @@ pub fn command_expiry_index(make: &Make) {
     let late = pending_command(&a, 300);
     let early = pending_command(&b, 100);
     let mid = pending_command(&a, 200);
-    for c in [&late, &early, &mid] {
+    // Sent at 10 with a 140 s ack timeout: due at 150, between `early` and `mid`.
+    let to_send = pending_command(&b, 1000);
+    // An immediate command sent at 0, due at 250.
+    let immediate = immediate_sent_command(&a, 0, 250);
+    for c in [&late, &early, &mid, &to_send, &immediate] {
         s.insert_command(c).unwrap();
     }
-    let ids = |v: Vec<fleetgate_model::command::Command>| {
-        v.into_iter().map(|c| c.command_id).collect::<Vec<_>>()
-    };
-    assert!(s.expired_pending(t(99), 10).unwrap().is_empty());
+    let sent = apply(s, &to_send.command_id, sent_event(10, 140), 10);
+    assert_eq!(sent.ack_deadline, Some(t(150)));
+    assert!(s.due_commands(t(99), 10).unwrap().is_empty());
     assert_eq!(
-        ids(s.expired_pending(t(100), 10).unwrap()),
+        ids(s.due_commands(t(100), 10).unwrap()),
         vec![early.command_id]
     );
     assert_eq!(
-        ids(s.expired_pending(t(250), 10).unwrap()),
-        vec![early.command_id, mid.command_id]
+        ids(s.due_commands(t(250), 10).unwrap()),
+        vec![
+            early.command_id,
+            to_send.command_id,
+            mid.command_id,
+            immediate.command_id
+        ]
     );
     assert_eq!(
-        ids(s.expired_pending(t(1000), 1).unwrap()),
+        ids(s.due_commands(t(1000), 1).unwrap()),
         vec![early.command_id]
     );
-    for c in s.expired_pending(t(250), 10).unwrap() {
-        s.update_command(&c.command_id, &mut |c| {
-            c.apply(CommandEvent::Expired, t(250))
-                .map_err(StorageError::abort)
-        })
-        .unwrap();
+    // What a sweeper does: expire the PENDING ones, time out the SENT ones.
+    for c in s.due_commands(t(250), 10).unwrap() {
+        let ev = match c.status {
+            CommandStatus::Pending => CommandEvent::Expired,
+            CommandStatus::Sent => CommandEvent::AckTimeout,
+            other => panic!("due command in {other}"),
+        };
+        let after = apply(s, &c.command_id, ev, 250);
+        assert!(after.status.is_terminal());
+        assert_eq!(after.ack_deadline, None);
     }
     assert_eq!(
-        ids(s.expired_pending(t(1000), 10).unwrap()),
+        ids(s.due_commands(t(1000), 10).unwrap()),
         vec![late.command_id]
     );
     assert_eq!(
@@ -180,7 +216,33 @@ pub fn command_expiry_index(make: &Make) {
         CommandStatus::Expired
     );
     assert_eq!(
+        s.get_command(&to_send.command_id).unwrap().unwrap().status,
+        CommandStatus::Timeout
+    );
+    assert_eq!(
         ids(s.pending_commands(&a.device_id, 10).unwrap()),
+        vec![late.command_id]
+    );
+    // An acknowledged command leaves the index; a moved ack deadline moves its entry.
+    let again = pending_command(&b, 1000);
+    s.insert_command(&again).unwrap();
+    apply(s, &again.command_id, sent_event(300, 180), 300);
+    s.update_command(&again.command_id, &mut |c| {
+        c.ack_deadline = Some(t(600));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        ids(s.due_commands(t(599), 10).unwrap()),
+        vec![late.command_id]
+    );
+    assert_eq!(
+        ids(s.due_commands(t(600), 10).unwrap()),
+        vec![late.command_id, again.command_id]
+    );
+    apply(s, &again.command_id, CommandEvent::Acked, 301);
+    assert_eq!(
+        ids(s.due_commands(t(10_000), 10).unwrap()),
         vec![late.command_id]
     );
     assert_consistent(s);
@@ -293,4 +355,334 @@ pub fn concurrent_enqueue_respects_the_limit(make: &Make) {
     assert_eq!(accepted, 20);
     assert_eq!(s.pending_commands(&d.device_id, 100).unwrap().len(), 20);
     assert_consistent(s.as_ref());
+}
+
+/// A command whose idempotency key the device already used returns the stored command and
+/// writes nothing — not even its supersede cancellations; the key is per device.
+pub fn command_idempotency_keys(make: &Make) {
+    let f = make(crate::Limits {
+        max_pending_commands: 2,
+        ..Default::default()
+    });
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let other = device(s, &p, "n2");
+    let first = keyed_command(&d, 600, 0, Some("valve"), Some("req-1"));
+    assert_eq!(
+        s.enqueue_command(&first).unwrap(),
+        Enqueued::Created { superseded: vec![] }
+    );
+    // The same request again (a retry) and a different command with the same key.
+    assert_eq!(
+        s.enqueue_command(&first).unwrap(),
+        Enqueued::Existing(first.clone())
+    );
+    let second = keyed_command(&d, 600, 5, Some("valve"), Some("req-1"));
+    assert_eq!(
+        s.enqueue_command(&second).unwrap(),
+        Enqueued::Existing(first.clone())
+    );
+    assert_eq!(s.get_command(&second.command_id).unwrap(), None);
+    assert_eq!(
+        ids(s.pending_commands(&d.device_id, 10).unwrap()),
+        vec![first.command_id],
+        "nothing superseded, nothing queued"
+    );
+    assert_eq!(
+        s.list_device_commands(&d.device_id, None, None, 10)
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    // Even with the queue full, the existing command comes back.
+    s.insert_command(&pending_command_at(&d, 600, 1)).unwrap();
+    assert_eq!(
+        s.enqueue_command(&second).unwrap(),
+        Enqueued::Existing(first.clone())
+    );
+    // Another device may use the same key.
+    let elsewhere = keyed_command(&other, 600, 0, None, Some("req-1"));
+    assert!(matches!(
+        s.enqueue_command(&elsewhere).unwrap(),
+        Enqueued::Created { .. }
+    ));
+    // The command comes back as it is now, and insert_command refuses the key.
+    let sent = apply(s, &first.command_id, sent_event(10, 180), 10);
+    assert_eq!(
+        s.enqueue_command(&second).unwrap(),
+        Enqueued::Existing(sent.clone())
+    );
+    assert!(matches!(
+        s.insert_command(&second),
+        Err(StorageError::AlreadyExists { .. })
+    ));
+    // Invalid keys are refused before anything is read.
+    for (sk, ik) in [(Some("a b"), None), (None, Some("")), (None, Some("x/y"))] {
+        let bad = keyed_command(&other, 600, 0, sk, ik);
+        assert!(
+            matches!(s.enqueue_command(&bad), Err(StorageError::Conflict(_))),
+            "{sk:?} {ik:?}"
+        );
+    }
+    // Keys cannot change afterwards.
+    assert!(matches!(
+        s.update_command(&first.command_id, &mut |c| {
+            c.idempotency_key = None;
+            Ok(())
+        }),
+        Err(StorageError::Conflict(_))
+    ));
+    // Once the command is settled and pruned, the key is free again.
+    apply(s, &first.command_id, CommandEvent::AckTimeout, 200);
+    assert_eq!(s.prune_commands(t(1), 100).unwrap(), 1);
+    assert!(matches!(
+        s.enqueue_command(&second).unwrap(),
+        Enqueued::Created { .. }
+    ));
+    assert_consistent(s);
+}
+
+/// Threads enqueueing different commands with one idempotency key create exactly one.
+pub fn concurrent_idempotent_enqueue_creates_one(make: &Make) {
+    let f = fresh(make);
+    let s = Arc::clone(&f.store);
+    let p = product(s.as_ref(), "p");
+    let d = device(s.as_ref(), &p, "n1");
+    let results: Vec<Enqueued> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                let d = d.clone();
+                scope.spawn(move || {
+                    let c = keyed_command(&d, 600, i, None, Some("once"));
+                    s.enqueue_command(&c).unwrap()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Enqueued::Created { .. }))
+        .count();
+    assert_eq!(created, 1);
+    let queued = s.pending_commands(&d.device_id, 10).unwrap();
+    assert_eq!(queued.len(), 1);
+    for r in results {
+        if let Enqueued::Existing(c) = r {
+            assert_eq!(c, queued[0]);
+        }
+    }
+    assert_consistent(s.as_ref());
+}
+
+/// A supersede key cancels the device's PENDING commands with the same key — not other keys,
+/// not SENT ones, not other devices' — in the batch that stores the new command.
+pub fn command_supersede_keys(make: &Make) {
+    let f = fresh(make);
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let other = device(s, &p, "n2");
+    // Sent first, so a later command with its key does not touch it.
+    let in_flight = keyed_command(&d, 600, 0, Some("interval"), None);
+    s.insert_command(&in_flight).unwrap();
+    apply(s, &in_flight.command_id, sent_event(0, 180), 0);
+    let a1 = keyed_command(&d, 600, 1, Some("interval"), None);
+    let b1 = keyed_command(&d, 600, 2, Some("valve"), None);
+    let plain = pending_command_at(&d, 600, 3);
+    let elsewhere = keyed_command(&other, 600, 6, Some("interval"), None);
+    for c in [&a1, &b1, &plain, &elsewhere] {
+        assert_eq!(
+            s.enqueue_command(c).unwrap(),
+            Enqueued::Created { superseded: vec![] }
+        );
+    }
+    // A second command with a1's key replaces it: at most one PENDING command per key.
+    let a2 = keyed_command(&d, 600, 4, Some("interval"), None);
+    let Enqueued::Created { superseded } = s.enqueue_command(&a2).unwrap() else {
+        panic!("created");
+    };
+    assert_eq!(ids(superseded), vec![a1.command_id]);
+    let newer = keyed_command(&d, 600, 10, Some("interval"), None);
+    let Enqueued::Created { superseded } = s.enqueue_command(&newer).unwrap() else {
+        panic!("created");
+    };
+    assert_eq!(ids(superseded.clone()), vec![a2.command_id]);
+    for c in &superseded {
+        assert_eq!(c.status, CommandStatus::Canceled);
+        assert_eq!(c.response_time, Some(t(10)));
+        let result = c.result.as_ref().expect("result");
+        assert_eq!(
+            result.result_detail,
+            serde_json::json!(format!("superseded by {}", newer.command_id))
+        );
+        assert_eq!(s.get_command(&c.command_id).unwrap().as_ref(), Some(c));
+    }
+    assert_eq!(
+        s.get_command(&a1.command_id).unwrap().unwrap().status,
+        CommandStatus::Canceled
+    );
+    assert_eq!(
+        ids(s.pending_commands(&d.device_id, 10).unwrap()),
+        vec![b1.command_id, plain.command_id, newer.command_id]
+    );
+    assert_eq!(
+        s.get_command(&in_flight.command_id)
+            .unwrap()
+            .unwrap()
+            .status,
+        CommandStatus::Sent
+    );
+    assert_eq!(
+        ids(s.pending_commands(&other.device_id, 10).unwrap()),
+        vec![elsewhere.command_id]
+    );
+    // The canceled ones left the deadline index too.
+    let due = ids(s.due_commands(t(10_000), 100).unwrap());
+    assert!(!due.contains(&a1.command_id) && !due.contains(&a2.command_id));
+    assert_eq!(due.len(), 5, "in flight, b1, plain, elsewhere, newer");
+    // An immediate command supersedes as well; a command without the key does not.
+    let mut now_cmd = immediate_sent_command(&d, 20, 180);
+    now_cmd.supersede_key = Some("valve".into());
+    let Enqueued::Created { superseded } = s.enqueue_command(&now_cmd).unwrap() else {
+        panic!("created");
+    };
+    assert_eq!(ids(superseded), vec![b1.command_id]);
+    assert_eq!(
+        ids(s.pending_commands(&d.device_id, 10).unwrap()),
+        vec![plain.command_id, newer.command_id]
+    );
+    assert_consistent(s);
+}
+
+/// The pending limit is checked after the supersede cancellations; a refused command writes
+/// nothing.
+pub fn command_limit_counts_after_supersede(make: &Make) {
+    let f = make(crate::Limits {
+        max_pending_commands: 2,
+        ..Default::default()
+    });
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let a = keyed_command(&d, 600, 1, Some("a"), None);
+    let b = keyed_command(&d, 600, 2, Some("b"), None);
+    s.insert_command(&a).unwrap();
+    s.insert_command(&b).unwrap();
+    // Full, but the new command replaces `a`.
+    let a2 = keyed_command(&d, 600, 3, Some("a"), None);
+    assert!(matches!(
+        s.enqueue_command(&a2).unwrap(),
+        Enqueued::Created { superseded } if ids(superseded.clone()) == vec![a.command_id]
+    ));
+    // Full, and nothing to replace.
+    let c = keyed_command(&d, 600, 4, Some("c"), Some("req-c"));
+    assert!(matches!(
+        s.enqueue_command(&c),
+        Err(StorageError::LimitExceeded { limit: 2, .. })
+    ));
+    assert_eq!(s.get_command(&c.command_id).unwrap(), None);
+    assert_eq!(
+        ids(s.pending_commands(&d.device_id, 10).unwrap()),
+        vec![b.command_id, a2.command_id]
+    );
+    // The refused command did not take its idempotency key.
+    let b2 = keyed_command(&d, 600, 5, Some("b"), Some("req-c"));
+    assert!(matches!(
+        s.enqueue_command(&b2).unwrap(),
+        Enqueued::Created { superseded } if ids(superseded.clone()) == vec![b.command_id]
+    ));
+    assert_eq!(
+        ids(s.pending_commands(&d.device_id, 10).unwrap()),
+        vec![a2.command_id, b2.command_id]
+    );
+    assert_consistent(s);
+}
+
+/// `unsettled_command` is the device's SENT command, if any (the one sent first when there
+/// are several), from the moment it is sent until it leaves SENT.
+pub fn unsettled_command_is_the_one_sent(make: &Make) {
+    let f = fresh(make);
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let other = device(s, &p, "n2");
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), None);
+    let first = pending_command_at(&d, 600, 0);
+    let second = pending_command_at(&d, 600, 1);
+    s.insert_command(&first).unwrap();
+    s.insert_command(&second).unwrap();
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), None, "PENDING");
+    let sent = apply(s, &first.command_id, sent_event(5, 180), 5);
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), Some(sent));
+    assert_eq!(s.unsettled_command(&other.device_id).unwrap(), None);
+    // An immediate command sent later does not displace it.
+    let immediate = immediate_sent_command(&d, 6, 180);
+    s.insert_command(&immediate).unwrap();
+    assert_eq!(
+        s.unsettled_command(&d.device_id)
+            .unwrap()
+            .map(|c| c.command_id),
+        Some(first.command_id)
+    );
+    apply(s, &first.command_id, CommandEvent::Acked, 7);
+    assert_eq!(
+        s.unsettled_command(&d.device_id)
+            .unwrap()
+            .map(|c| c.command_id),
+        Some(immediate.command_id)
+    );
+    apply(
+        s,
+        &immediate.command_id,
+        CommandEvent::Result {
+            success: true,
+            detail: serde_json::json!({}),
+        },
+        8,
+    );
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), None);
+    let next = apply(s, &second.command_id, sent_event(9, 180), 9);
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), Some(next));
+    apply(s, &second.command_id, CommandEvent::AckTimeout, 189);
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), None);
+    assert_consistent(s);
+}
+
+/// Deleting a device removes its commands' queue, deadline, SENT and idempotency entries.
+pub fn device_delete_removes_command_entries(make: &Make) {
+    let f = fresh(make);
+    let s = f.store.as_ref();
+    let p = product(s, "p");
+    let d = device(s, &p, "n1");
+    let keep = device(s, &p, "n2");
+    let pending = keyed_command(&d, 600, 0, Some("a"), Some("k1"));
+    let sent = keyed_command(&d, 600, 1, None, Some("k2"));
+    let kept = keyed_command(&keep, 600, 2, None, Some("k1"));
+    for c in [&pending, &sent, &kept] {
+        s.insert_command(c).unwrap();
+    }
+    apply(s, &sent.command_id, sent_event(3, 180), 3);
+    s.delete_device(&d.device_id).unwrap();
+    assert_eq!(
+        ids(s.due_commands(t(100_000), 10).unwrap()),
+        vec![kept.command_id]
+    );
+    assert_eq!(s.unsettled_command(&d.device_id).unwrap(), None);
+    assert_eq!(s.get_command(&sent.command_id).unwrap(), None);
+    assert_consistent(s);
+    // A device registered again under the same id starts with free keys.
+    s.create_device(&d, &super::secret()).unwrap();
+    let again = keyed_command(&d, 600, 5, None, Some("k1"));
+    assert!(matches!(
+        s.enqueue_command(&again).unwrap(),
+        Enqueued::Created { .. }
+    ));
+    assert_consistent(s);
 }

@@ -13,6 +13,7 @@ mod commands;
 mod devices;
 mod groups;
 mod others;
+mod registrations;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use commands::*;
 pub use devices::*;
 pub use groups::*;
 pub use others::*;
+pub use registrations::*;
 
 /// A store under test and whatever must live as long as it (a temporary directory).
 pub struct Fixture {
@@ -73,10 +75,20 @@ macro_rules! conformance_tests {
             shadow_updates,
             command_cache_order_and_limit,
             command_transitions_leave_the_queue,
-            command_expiry_index,
+            command_deadline_index,
             command_history_listing,
             command_pruning,
             concurrent_enqueue_respects_the_limit,
+            command_idempotency_keys,
+            concurrent_idempotent_enqueue_creates_one,
+            command_supersede_keys,
+            command_limit_counts_after_supersede,
+            unsettled_command_is_the_one_sent,
+            device_delete_removes_command_entries,
+            registrations_crud,
+            registration_touch_and_expiry,
+            device_delete_removes_its_registration,
+            concurrent_registrations_keep_the_count,
             concurrent_group_membership_respects_limits,
             ota_records,
             rules_actions_and_acls,
@@ -156,6 +168,8 @@ fn new_command(d: &Device) -> fleetgate_model::command::NewCommand {
         service_id: Some("WaterMeter".parse().expect("service id")),
         command_name: "ON_OFF".parse().expect("command name"),
         paras: serde_json::json!({"value": "ON"}),
+        supersede_key: None,
+        idempotency_key: None,
     }
 }
 
@@ -177,11 +191,45 @@ pub(crate) fn pending_command_at(
     )
 }
 
+/// A delayed command created at `created_secs` with the given keys.
+pub(crate) fn keyed_command(
+    d: &Device,
+    expire_secs: u64,
+    created_secs: i64,
+    supersede_key: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> fleetgate_model::command::Command {
+    let mut new = new_command(d);
+    new.supersede_key = supersede_key.map(str::to_owned);
+    new.idempotency_key = idempotency_key.map(str::to_owned);
+    fleetgate_model::command::Command::new_delayed(
+        new,
+        expire_secs,
+        fleetgate_model::Timestamp::from_millis(created_secs * 1000),
+    )
+}
+
 /// An immediate command that failed because the device was offline (terminal).
 pub(crate) fn immediate_command(d: &Device) -> fleetgate_model::command::Command {
     fleetgate_model::command::Command::new_immediate(
         new_command(d),
         None,
         fleetgate_model::Timestamp::EPOCH,
+        fleetgate_model::Timestamp::EPOCH,
+    )
+}
+
+/// An immediate command sent at `sent_secs`, timing out `ack_secs` later.
+pub(crate) fn immediate_sent_command(
+    d: &Device,
+    sent_secs: i64,
+    ack_secs: u64,
+) -> fleetgate_model::command::Command {
+    let at = fleetgate_model::Timestamp::from_millis(sent_secs * 1000);
+    fleetgate_model::command::Command::new_immediate(
+        new_command(d),
+        Some(None),
+        at.plus_secs(ack_secs),
+        at,
     )
 }

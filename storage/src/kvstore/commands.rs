@@ -1,15 +1,16 @@
 //! [`CommandStore`] over a [`KvEngine`]: command records, the per-device history, the
-//! creation-time index, and the durable command cache (a FIFO queue per device plus an expiry
-//! index), all changed together under the device's lock.
+//! creation-time index, the idempotency keys, and the durable command cache (a FIFO queue per
+//! device, the deadline index of PENDING and SENT commands, and each device's SENT commands),
+//! all changed together under the device's lock.
 
-use fleetgate_model::command::{Command, CommandMode, CommandStatus};
+use fleetgate_model::command::{Command, CommandEvent, CommandMode, CommandStatus, validate_key};
 use fleetgate_model::{CommandId, DeviceId, Timestamp};
 
 use super::{KvStore, LockKind, put};
 use crate::error::{Result, StorageError};
 use crate::keys;
 use crate::kv::{Cf, Durability, Entry, KeyRange, KvEngine, WriteBatch};
-use crate::traits::{CommandStore, Mutation, Page, not_found};
+use crate::traits::{CommandStore, Enqueued, Mutation, Page, not_found};
 use crate::value;
 
 fn durability_of(c: &Command) -> Durability {
@@ -26,8 +27,54 @@ fn command_id_of(cf: Cf, key: &[u8], v: &[u8]) -> Result<CommandId> {
         .map_err(|_| StorageError::Corrupt {
             cf: cf.name(),
             key: value::escape(key),
-            reason: "queue entry is not a command id".into(),
+            reason: "index entry is not a command id".into(),
         })
+}
+
+/// The command's deadline index entry, while it has a deadline (PENDING with an expiry, SENT
+/// with an ack deadline).
+pub(super) fn deadline_key(c: &Command) -> Option<Vec<u8>> {
+    c.deadline()
+        .map(|at| keys::deadline(Some((at, &c.command_id))))
+}
+
+/// The device's SENT entry of the command, while it is SENT.
+pub(super) fn sent_key(c: &Command) -> Option<Vec<u8>> {
+    (c.status == CommandStatus::Sent).then(|| {
+        let at = c.sent_time.unwrap_or(c.created_time);
+        keys::sent(&c.device_id, Some((at, &c.command_id)))
+    })
+}
+
+/// The device's idempotency entry of the command, if it has a key.
+pub(super) fn idempotency_key(c: &Command) -> Option<Vec<u8>> {
+    c.idempotency_key
+        .as_deref()
+        .map(|k| keys::idempotency(&c.device_id, Some(k)))
+}
+
+/// Adds to a batch the moves of the index entries derived from a command's state (deadline,
+/// SENT entry) when it changes from `old` to `new`.
+fn reindex(b: &mut WriteBatch, old: &Command, new: &Command) {
+    let moves = [
+        (
+            deadline_key(old),
+            deadline_key(new),
+            new.device_id.as_str().as_bytes().to_vec(),
+        ),
+        (sent_key(old), sent_key(new), Vec::new()),
+    ];
+    for (before, after, value) in moves {
+        if before == after {
+            continue;
+        }
+        if let Some(k) = before {
+            b.delete(Cf::CommandQueue, k);
+        }
+        if let Some(k) = after {
+            b.put(Cf::CommandQueue, k, value);
+        }
+    }
 }
 
 impl<E: KvEngine> KvStore<E> {
@@ -46,12 +93,11 @@ impl<E: KvEngine> KvStore<E> {
                 b.delete(Cf::CommandQueue, k);
             }
         }
-        if let Some(at) = c.expires_at {
-            b.delete(Cf::CommandQueue, keys::expiry(Some((at, &c.command_id))));
-        }
         Ok(())
     }
 
+    /// Adds the removal of a command's record and every entry derived from it (history, time,
+    /// idempotency, deadline and SENT entries; not its queue entry) to a batch.
     fn delete_command_entries(&self, b: &mut WriteBatch, c: &Command) {
         b.delete(Cf::Commands, keys::command(&c.command_id));
         b.delete(
@@ -62,9 +108,19 @@ impl<E: KvEngine> KvStore<E> {
             Cf::Commands,
             keys::command_by_time(Some((c.created_time, &c.command_id))),
         );
+        if let Some(k) = idempotency_key(c) {
+            b.delete(Cf::Commands, k);
+        }
+        if let Some(k) = deadline_key(c) {
+            b.delete(Cf::CommandQueue, k);
+        }
+        if let Some(k) = sent_key(c) {
+            b.delete(Cf::CommandQueue, k);
+        }
     }
 
-    /// Adds the removal of every command of `device` (queue, expiry, records, indexes) to a batch.
+    /// Adds the removal of every command of `device` (queue, deadline, SENT and idempotency
+    /// entries, records, indexes) to a batch.
     pub(super) fn delete_device_commands(
         &self,
         b: &mut WriteBatch,
@@ -78,9 +134,6 @@ impl<E: KvEngine> KvStore<E> {
                 if let Some(id) = keys::tail::<16>(k).map(CommandId::from_bytes)
                     && let Some(c) = self.get_command(&id)?
                 {
-                    if c.status == CommandStatus::Pending {
-                        self.remove_from_queue(b, &c)?;
-                    }
                     self.delete_command_entries(b, &c);
                 }
                 b.delete(Cf::Commands, k.clone());
@@ -92,9 +145,19 @@ impl<E: KvEngine> KvStore<E> {
                 _ => break,
             }
         }
-        // Queue entries whose record is gone (never expected; cleaned up all the same).
-        for (k, _) in self.queue_entries(device, usize::MAX)? {
-            b.delete(Cf::CommandQueue, k);
+        // The device's queue, and any entry whose record is gone (never expected; cleaned up
+        // all the same).
+        for (cf, prefix) in [
+            (Cf::CommandQueue, keys::queue(device, None)),
+            (Cf::CommandQueue, keys::sent(device, None)),
+            (Cf::Commands, keys::idempotency(device, None)),
+        ] {
+            for (k, _) in self
+                .engine
+                .scan(cf, &KeyRange::prefix(&prefix), usize::MAX)?
+            {
+                b.delete(cf, k);
+            }
         }
         Ok(())
     }
@@ -123,11 +186,45 @@ impl<E: KvEngine> KvStore<E> {
     }
 }
 
+fn tail_command_id(cf: Cf) -> impl Fn(&[u8], &[u8]) -> Result<CommandId> {
+    move |k, _| {
+        keys::tail::<16>(k)
+            .map(CommandId::from_bytes)
+            .ok_or_else(|| StorageError::Corrupt {
+                cf: cf.name(),
+                key: value::escape(k),
+                reason: "index entry too short".into(),
+            })
+    }
+}
+
 impl<E: KvEngine> CommandStore for KvStore<E> {
-    fn insert_command(&self, c: &Command) -> Result<()> {
-        let _g = self.lock(&[(LockKind::Device, c.device_id.as_str())]);
-        if !self.exists(Cf::Devices, &keys::id(c.device_id.as_str()))? {
-            return Err(not_found("device", &c.device_id));
+    fn enqueue_command(&self, c: &Command) -> Result<Enqueued> {
+        for (field, key) in [
+            ("supersede_key", &c.supersede_key),
+            ("idempotency_key", &c.idempotency_key),
+        ] {
+            if let Some(k) = key {
+                validate_key(k).map_err(|e| StorageError::Conflict(format!("{field} {e}")))?;
+            }
+        }
+        let device = &c.device_id;
+        let _g = self.lock(&[(LockKind::Device, device.as_str())]);
+        if !self.exists(Cf::Devices, &keys::id(device.as_str()))? {
+            return Err(not_found("device", device));
+        }
+        if let Some(k) = idempotency_key(c)
+            && let Some(v) = self.engine.get(Cf::Commands, &k)?
+        {
+            let id = command_id_of(Cf::Commands, &k, &v)?;
+            let existing = self
+                .get_command(&id)?
+                .ok_or_else(|| StorageError::Corrupt {
+                    cf: Cf::Commands.name(),
+                    key: value::escape(&k),
+                    reason: format!("idempotency entry for missing command {id}"),
+                })?;
+            return Ok(Enqueued::Existing(existing));
         }
         if self.exists(Cf::Commands, &keys::command(&c.command_id))? {
             return Err(StorageError::AlreadyExists {
@@ -136,10 +233,37 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
             });
         }
         let mut b = WriteBatch::new();
-        if c.status == CommandStatus::Pending {
+        let pending = c.status == CommandStatus::Pending;
+        let queued = if pending || c.supersede_key.is_some() {
+            self.queue_entries(device, usize::MAX)?
+        } else {
+            Vec::new()
+        };
+        let mut superseded = Vec::new();
+        if let Some(key) = &c.supersede_key {
+            for (k, v) in &queued {
+                let id = command_id_of(Cf::CommandQueue, k, v)?;
+                let Some(old) = self.get_command(&id)? else {
+                    continue;
+                };
+                if old.status != CommandStatus::Pending
+                    || old.supersede_key.as_deref() != Some(key.as_str())
+                {
+                    continue;
+                }
+                let mut new = old.clone();
+                let at = c.created_time.max(old.created_time);
+                new.apply(CommandEvent::Superseded { by: c.command_id }, at)
+                    .map_err(StorageError::abort)?;
+                b.delete(Cf::CommandQueue, k.clone());
+                reindex(&mut b, &old, &new);
+                put(&mut b, Cf::Commands, keys::command(&id), &new)?;
+                superseded.push(new);
+            }
+        }
+        if pending {
             let max = self.limits.max_pending_commands;
-            let queued = self.queue_entries(&c.device_id, max.saturating_add(1))?;
-            if queued.len() >= max {
+            if queued.len() - superseded.len() >= max {
                 return Err(StorageError::LimitExceeded {
                     what: "pending commands per device",
                     limit: max as u64,
@@ -153,21 +277,23 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
             };
             b.put(
                 Cf::CommandQueue,
-                keys::queue(&c.device_id, Some(seq)),
+                keys::queue(device, Some(seq)),
                 c.command_id.as_bytes().to_vec(),
             );
-            if let Some(at) = c.expires_at {
-                b.put(
-                    Cf::CommandQueue,
-                    keys::expiry(Some((at, &c.command_id))),
-                    c.device_id.as_str(),
-                );
-            }
+        }
+        if let Some(k) = deadline_key(c) {
+            b.put(Cf::CommandQueue, k, device.as_str());
+        }
+        if let Some(k) = sent_key(c) {
+            b.put(Cf::CommandQueue, k, Vec::new());
+        }
+        if let Some(k) = idempotency_key(c) {
+            b.put(Cf::Commands, k, c.command_id.as_bytes().to_vec());
         }
         put(&mut b, Cf::Commands, keys::command(&c.command_id), c)?;
         b.put(
             Cf::Commands,
-            keys::command_history(&c.device_id, Some((c.created_time, &c.command_id))),
+            keys::command_history(device, Some((c.created_time, &c.command_id))),
             Vec::new(),
         );
         b.put(
@@ -175,7 +301,13 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
             keys::command_by_time(Some((c.created_time, &c.command_id))),
             Vec::new(),
         );
-        self.engine.write(b, durability_of(c))
+        let durability = if superseded.is_empty() {
+            durability_of(c)
+        } else {
+            Durability::Synced
+        };
+        self.engine.write(b, durability)?;
+        Ok(Enqueued::Created { superseded })
     }
 
     fn get_command(&self, id: &CommandId) -> Result<Option<Command>> {
@@ -197,9 +329,11 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
             || new.device_id != old.device_id
             || new.created_time != old.created_time
             || new.expires_at != old.expires_at
+            || new.supersede_key != old.supersede_key
+            || new.idempotency_key != old.idempotency_key
         {
             return Err(StorageError::Conflict(
-                "a command's id, device, creation time and expiry cannot change".into(),
+                "a command's id, device, creation time, expiry and keys cannot change".into(),
             ));
         }
         if new.status == CommandStatus::Pending && old.status != CommandStatus::Pending {
@@ -211,6 +345,7 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
         if old.status == CommandStatus::Pending && new.status != CommandStatus::Pending {
             self.remove_from_queue(&mut b, &old)?;
         }
+        reindex(&mut b, &old, &new);
         put(&mut b, Cf::Commands, keys::command(id), &new)?;
         self.engine.write(b, durability_of(&old))?;
         Ok(new)
@@ -223,25 +358,36 @@ impl<E: KvEngine> CommandStore for KvStore<E> {
         })
     }
 
-    fn expired_pending(&self, now: Timestamp, limit: usize) -> Result<Vec<Command>> {
+    fn due_commands(&self, now: Timestamp, limit: usize) -> Result<Vec<Command>> {
         let range = KeyRange {
-            start: keys::expiry(None),
+            start: keys::deadline(None),
             end: [
-                keys::expiry(None).as_slice(),
+                keys::deadline(None).as_slice(),
                 &keys::time_bytes(now.plus_millis(1)),
             ]
             .concat(),
         };
         let entries = self.engine.scan(Cf::CommandQueue, &range, limit)?;
-        self.commands_for(Cf::CommandQueue, &entries, |k, _| {
-            keys::tail::<16>(k)
-                .map(CommandId::from_bytes)
-                .ok_or_else(|| StorageError::Corrupt {
-                    cf: Cf::CommandQueue.name(),
-                    key: value::escape(k),
-                    reason: "expiry entry too short".into(),
-                })
-        })
+        self.commands_for(
+            Cf::CommandQueue,
+            &entries,
+            tail_command_id(Cf::CommandQueue),
+        )
+    }
+
+    fn unsettled_command(&self, device: &DeviceId) -> Result<Option<Command>> {
+        let entries = self.engine.scan(
+            Cf::CommandQueue,
+            &KeyRange::prefix(&keys::sent(device, None)),
+            1,
+        )?;
+        Ok(self
+            .commands_for(
+                Cf::CommandQueue,
+                &entries,
+                tail_command_id(Cf::CommandQueue),
+            )?
+            .pop())
     }
 
     fn list_device_commands(

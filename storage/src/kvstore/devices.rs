@@ -427,6 +427,7 @@ impl<E: KvEngine> DeviceStore for KvStore<E> {
         }
         self.delete_device_commands(&mut b, id)?;
         self.delete_device_ota(&mut b, id)?;
+        self.delete_device_registration(&mut b, id)?;
         self.engine.write(b, Durability::Synced)?;
         Ok(device)
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use fleetgate_model::app::{ApiKey, Application};
 use fleetgate_model::command::{Command, CommandStatus};
 use fleetgate_model::device::{Credential, Device, Group};
+use fleetgate_model::lwm2m::RegistrationId;
 use fleetgate_model::ota::{OtaDeviceProgress, OtaPackage, OtaTask};
 use fleetgate_model::product::Product;
 use fleetgate_model::rule::{AclRule, RoutingRule, RuleAction};
@@ -15,7 +16,9 @@ use fleetgate_model::{AppId, CommandId};
 use serde::de::DeserializeOwned;
 
 use super::KvStore;
+use super::commands::{deadline_key, idempotency_key, sent_key};
 use super::devices::index_keys;
+use super::registrations::{count_from, location_from};
 use crate::error::Result;
 use crate::keys;
 use crate::kv::{Cf, Entry, KeyRange, KvEngine};
@@ -195,46 +198,99 @@ pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> 
         Ok(())
     })?;
 
-    // Commands: records, history and time indexes, queue and expiry entries.
+    // Commands: records, history, time and idempotency indexes, queue, deadline and sent
+    // entries.
     let mut queued: BTreeSet<CommandId> = BTreeSet::new();
-    let mut expiring: BTreeSet<CommandId> = BTreeSet::new();
-    c.each(Cf::CommandQueue, b"q", |c, k, v| {
+    let mut deadlined: BTreeSet<CommandId> = BTreeSet::new();
+    let mut sent: BTreeSet<CommandId> = BTreeSet::new();
+    c.each(Cf::CommandQueue, b"", |c, k, v| {
+        match k.first() {
+            Some(b'q') => {
+                let Ok(bytes) = <[u8; 16]>::try_from(v) else {
+                    c.problem(format!(
+                        "queue entry {} is not a command id",
+                        value::escape(k)
+                    ));
+                    return Ok(());
+                };
+                let id = CommandId::from_bytes(bytes);
+                match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
+                    Ok(Some(cmd))
+                        if cmd.status == CommandStatus::Pending
+                            && k.starts_with(&keys::queue(&cmd.device_id, None)) =>
+                    {
+                        queued.insert(id);
+                    }
+                    Ok(Some(cmd)) => c.problem(format!(
+                        "queue entry for command {id} in status {}",
+                        cmd.status
+                    )),
+                    Ok(None) => c.problem(format!("queue entry for missing command {id}")),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            Some(b'x') => {
+                let Some(id) = keys::tail::<16>(k)
+                    .filter(|_| k.len() == 25)
+                    .map(CommandId::from_bytes)
+                else {
+                    c.problem(format!(
+                        "deadline entry {} has the wrong length",
+                        value::escape(k)
+                    ));
+                    return Ok(());
+                };
+                match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
+                    Ok(Some(cmd)) if deadline_key(&cmd).as_deref() == Some(k) => {
+                        deadlined.insert(id);
+                    }
+                    Ok(Some(cmd)) => c.problem(format!(
+                        "deadline entry {} does not match command {id} in status {}",
+                        value::escape(k),
+                        cmd.status
+                    )),
+                    Ok(None) => c.problem(format!("deadline entry for missing command {id}")),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            Some(b's') => {
+                let Some(id) = keys::tail::<16>(k).map(CommandId::from_bytes) else {
+                    c.problem(format!("sent entry {} is too short", value::escape(k)));
+                    return Ok(());
+                };
+                match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
+                    Ok(Some(cmd)) if sent_key(&cmd).as_deref() == Some(k) => {
+                        sent.insert(id);
+                    }
+                    Ok(Some(cmd)) => c.problem(format!(
+                        "sent entry {} for command {id} in status {}",
+                        value::escape(k),
+                        cmd.status
+                    )),
+                    Ok(None) => c.problem(format!("sent entry for missing command {id}")),
+                    Err(e) => c.problem(e.to_string()),
+                }
+            }
+            _ => c.problem(format!("unknown command_queue entry {}", value::escape(k))),
+        }
+        Ok(())
+    })?;
+    c.each(Cf::Commands, b"i", |c, k, v| {
         let Ok(bytes) = <[u8; 16]>::try_from(v) else {
             c.problem(format!(
-                "queue entry {} is not a command id",
+                "idempotency entry {} is not a command id",
                 value::escape(k)
             ));
             return Ok(());
         };
         let id = CommandId::from_bytes(bytes);
         match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
-            Ok(Some(cmd))
-                if cmd.status == CommandStatus::Pending
-                    && k.starts_with(&keys::queue(&cmd.device_id, None)) =>
-            {
-                queued.insert(id);
-            }
-            Ok(Some(cmd)) => c.problem(format!(
-                "queue entry for command {id} in status {}",
-                cmd.status
+            Ok(Some(cmd)) if idempotency_key(&cmd).as_deref() == Some(k) => {}
+            Ok(Some(_)) => c.problem(format!(
+                "idempotency entry {} does not match command {id}",
+                value::escape(k)
             )),
-            Ok(None) => c.problem(format!("queue entry for missing command {id}")),
-            Err(e) => c.problem(e.to_string()),
-        }
-        Ok(())
-    })?;
-    c.each(Cf::CommandQueue, b"x", |c, k, _| {
-        let Some(id) = keys::tail::<16>(k).map(CommandId::from_bytes) else {
-            c.problem(format!("expiry entry {} is too short", value::escape(k)));
-            return Ok(());
-        };
-        match c.store.read::<Command>(Cf::Commands, &keys::command(&id)) {
-            Ok(Some(cmd)) if cmd.status == CommandStatus::Pending => {
-                expiring.insert(id);
-            }
-            Ok(_) => c.problem(format!(
-                "expiry entry for a command {id} that is not pending"
-            )),
+            Ok(None) => c.problem(format!("idempotency entry for missing command {id}")),
             Err(e) => c.problem(e.to_string()),
         }
         Ok(())
@@ -262,15 +318,25 @@ pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> 
                 cmd.command_id, cmd.device_id
             ));
         }
-        if cmd.status == CommandStatus::Pending {
-            if !queued.contains(&cmd.command_id) {
-                c.problem(format!("pending command {} is not queued", cmd.command_id));
-            }
-            if cmd.expires_at.is_some() && !expiring.contains(&cmd.command_id) {
-                c.problem(format!(
-                    "pending command {} has no expiry entry",
+        if cmd.status == CommandStatus::Pending && !queued.contains(&cmd.command_id) {
+            c.problem(format!("pending command {} is not queued", cmd.command_id));
+        }
+        if cmd.deadline().is_some() && !deadlined.contains(&cmd.command_id) {
+            c.problem(format!(
+                "{} command {} has no deadline entry",
+                cmd.status, cmd.command_id
+            ));
+        }
+        if cmd.status == CommandStatus::Sent && !sent.contains(&cmd.command_id) {
+            c.problem(format!("sent command {} has no sent entry", cmd.command_id));
+        }
+        if let Some(key) = idempotency_key(&cmd) {
+            match c.store.engine.get(Cf::Commands, &key)? {
+                Some(v) if v == cmd.command_id.as_bytes() => {}
+                _ => c.problem(format!(
+                    "idempotency entry of command {} is missing or wrong",
                     cmd.command_id
-                ));
+                )),
             }
         }
         Ok(())
@@ -412,5 +478,80 @@ pub(super) fn check<E: KvEngine>(store: &KvStore<E>) -> Result<IntegrityReport> 
         }
         Ok(())
     })?;
+
+    // LwM2M registrations: records and their device and expiry entries, and the count.
+    let mut registrations: i64 = 0;
+    c.each(Cf::Registrations, b"", |c, k, v| {
+        match k.first() {
+            Some(b'r') => {
+                registrations += 1;
+                let Some(location) = keys::tail::<8>(k)
+                    .filter(|_| k.len() == 9)
+                    .map(|b| RegistrationId::from_u64(u64::from_be_bytes(b)))
+                else {
+                    c.problem(format!(
+                        "registration key {} is malformed",
+                        value::escape(k)
+                    ));
+                    return Ok(());
+                };
+                let r = match value::decode_registration(k, location, v) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        c.problem(e.to_string());
+                        return Ok(());
+                    }
+                };
+                let of_device = keys::registration_of_device(Some(&r.device_id));
+                match c.store.engine.get(Cf::Registrations, &of_device)? {
+                    Some(v) if v == location.as_u64().to_be_bytes() => {}
+                    _ => c.problem(format!(
+                        "device entry of registration {location} is missing or wrong"
+                    )),
+                }
+                let expiry = keys::registration_expiry(Some((r.expires_at, location)));
+                c.present(Cf::Registrations, &expiry, || {
+                    format!("expiry entry of registration {location}")
+                })?;
+                c.present(Cf::Devices, r.device_id.as_str().as_bytes(), || {
+                    format!("device {} of registration {location}", r.device_id)
+                })?;
+            }
+            Some(b'd') => match location_from(k, v) {
+                Ok(location) => match c.store.read_registration(location) {
+                    Ok(Some(r)) if keys::registration_of_device(Some(&r.device_id)) == k => {}
+                    Ok(_) => c.problem(format!(
+                        "stale registration device entry {}",
+                        value::escape(k)
+                    )),
+                    Err(e) => c.problem(e.to_string()),
+                },
+                Err(e) => c.problem(e.to_string()),
+            },
+            Some(b'x') => match location_from(k, k.get(9..).unwrap_or_default()) {
+                Ok(location) => match c.store.read_registration(location) {
+                    Ok(Some(r))
+                        if keys::registration_expiry(Some((r.expires_at, location))) == k => {}
+                    Ok(_) => c.problem(format!(
+                        "stale registration expiry entry {}",
+                        value::escape(k)
+                    )),
+                    Err(e) => c.problem(e.to_string()),
+                },
+                Err(e) => c.problem(e.to_string()),
+            },
+            Some(b'c') => match count_from(k, v) {
+                Ok(n) => registrations -= n,
+                Err(e) => c.problem(e.to_string()),
+            },
+            _ => c.problem(format!("unknown registrations entry {}", value::escape(k))),
+        }
+        Ok(())
+    })?;
+    if registrations != 0 {
+        c.problem(format!(
+            "the registration count is off by {registrations} from the records"
+        ));
+    }
     Ok(c.report)
 }

@@ -13,6 +13,7 @@ mod groups;
 mod integrity;
 mod ota;
 mod products;
+mod registrations;
 mod rules;
 mod shadows;
 
@@ -55,6 +56,7 @@ enum LockKind {
     App,
     AppName,
     ApiKey,
+    Registration,
 }
 
 impl<E: KvEngine> KvStore<E> {
@@ -90,15 +92,15 @@ impl<E: KvEngine> KvStore<E> {
         &self.engine
     }
 
+    /// The lock stripe of a record.
+    fn stripe(name: (LockKind, &str)) -> usize {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        (h.finish() as usize) % STRIPES
+    }
+
     fn lock(&self, names: &[(LockKind, &str)]) -> Vec<MutexGuard<'_, ()>> {
-        let mut idx: Vec<usize> = names
-            .iter()
-            .map(|n| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                n.hash(&mut h);
-                (h.finish() as usize) % STRIPES
-            })
-            .collect();
+        let mut idx: Vec<usize> = names.iter().map(|n| Self::stripe(*n)).collect();
         idx.sort_unstable();
         idx.dedup();
         idx.into_iter().map(|i| self.stripes[i].lock()).collect()
