@@ -16,6 +16,8 @@
 //!   that move messages;
 //! - [`telemetry`]: the `telemetry` scenario (property reports to a subscriber: rate, latency);
 //! - [`command`]: the `command-roundtrip` scenario (sync commands through the HTTP API);
+//! - [`lwm2m`]: a CoAP/LwM2M device simulator — one device with a blocking API for tests,
+//!   and a fleet of many devices sharing UDP sockets for load tests;
 //! - [`series`]: per-second time series of the reports;
 //! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
 //! - [`summary`]: a Markdown table comparing the reports of several servers.
@@ -26,6 +28,7 @@ pub mod command;
 pub mod conn;
 pub mod credentials;
 pub mod idle;
+pub mod lwm2m;
 pub mod mqtt;
 pub mod pool;
 pub mod procfs;
