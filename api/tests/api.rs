@@ -562,3 +562,90 @@ fn a_device_reports_and_answers_the_platform() {
     silent.kill9();
     device.kill9();
 }
+
+#[test]
+fn cached_commands_reach_an_mqtt_device_when_it_connects() {
+    let server = TestServer::start("epoll", &json!({}), &[]);
+    let admin = server.admin_key();
+    let (status, _) = server.call("POST", "/products", &admin, Some(&product_body("wm")));
+    assert_eq!(status, 201);
+    let d = Device::new("wm", "n1");
+    let (status, body) = server.call(
+        "POST",
+        "/devices",
+        &admin,
+        Some(&json!({"product_id": "wm", "node_id": d.node, "auth_info": {"secret": d.secret}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Offline: an immediate command fails at once, delayed ones wait.
+    let command = |strategy: &str, value: &str| {
+        json!({"service_id": "WaterMeter", "command_name": "ON_OFF", "paras": {"value": value},
+               "send_strategy": strategy})
+    };
+    let (status, now) = server.call(
+        "POST",
+        "/devices/wm_n1/async-commands",
+        &admin,
+        Some(&command("immediately", "ON")),
+    );
+    assert_eq!(
+        (status, now["status"].as_str()),
+        (200, Some("FAILED")),
+        "{now}"
+    );
+    let mut ids = Vec::new();
+    for value in ["ON", "OFF"] {
+        let (status, c) = server.call(
+            "POST",
+            "/devices/wm_n1/async-commands",
+            &admin,
+            Some(&command("delay", value)),
+        );
+        assert_eq!(
+            (status, c["status"].as_str()),
+            (200, Some("PENDING")),
+            "{c}"
+        );
+        ids.push(c["command_id"].as_str().unwrap().to_owned());
+    }
+    // The device connects: both go out, one after the other, and its answers settle them.
+    let mut device = Proc::spawn("paho device", server.paho("device", d.paho()));
+    device.wait_named("ready", QUICK);
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, c) = server.call(
+                "GET",
+                &format!("/devices/wm_n1/async-commands/{id}"),
+                &admin,
+                None,
+            );
+            if c["status"] == "SUCCESSFUL" {
+                assert_eq!(c["result"]["resultDetail"]["result_code"], 0, "{c}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not answered: {c}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let values: Vec<String> = device
+        .events()
+        .iter()
+        .filter(|e| {
+            e["event"] == "message"
+                && e["topic"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("/sys/commands/request_id="))
+        })
+        .filter_map(|e| serde_json::from_str::<Value>(e["payload"].as_str()?).ok())
+        .map(|p| p["paras"]["value"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        values,
+        ["ON", "OFF"],
+        "in creation order: {:?}",
+        device.events()
+    );
+    device.kill9();
+    server.stop();
+}

@@ -136,7 +136,7 @@ impl Default for FlowConfig {
 }
 
 /// `[engine]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct EngineConfig {
     /// Reactor threads; 0 means one per CPU core.
@@ -160,6 +160,10 @@ pub struct EngineConfig {
     pub session: SessionConfig,
     /// Flow control.
     pub flow: FlowConfig,
+    /// Asynchronous commands and the command cache.
+    pub commands: crate::commands::CommandsConfig,
+    /// CoAP reliability, LwM2M registrations and sleeping devices.
+    pub lwm2m: crate::coap::Lwm2mConfig,
     /// Device MQTT (spec: 1883).
     pub mqtt: Listener,
     /// Device MQTT over TLS (spec: 8883).
@@ -189,6 +193,8 @@ impl Default for EngineConfig {
             offline_grace_secs: 60,
             session: SessionConfig::default(),
             flow: FlowConfig::default(),
+            commands: Default::default(),
+            lwm2m: Default::default(),
             mqtt: Listener::on(1883),
             mqtts: Listener::on(8883),
             mqtt_ws: Listener::on(8083),
@@ -349,6 +355,8 @@ impl EngineConfig {
                 ));
             }
         }
+        p.extend(self.commands.validate());
+        p.extend(self.lwm2m.validate());
         p
     }
 }

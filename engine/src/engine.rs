@@ -2,7 +2,7 @@
 //! dispatcher, and is the handle through which the rest of fleetgate reaches device sessions
 //! (deliver a message, kick a device, look up who is online, invalidate cached credentials).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::AtomicUsize;
@@ -16,6 +16,8 @@ use fleetgate_storage::Storage;
 
 use crate::acl::AclRules;
 use crate::auth::AuthCache;
+use crate::coap::CoapEndpoint;
+use crate::commands::{CommandService, CommandTransport};
 use crate::config::EngineConfig;
 use crate::driver::{self, DriverKind};
 use crate::metrics::{CloseReason, Family, ShardMetrics};
@@ -106,8 +108,11 @@ struct Threads {
 pub struct Engine {
     shared: Arc<Shared>,
     platform: Arc<Platform>,
+    commands: Arc<CommandService>,
+    coap: Option<Arc<CoapEndpoint>>,
     threads: parking_lot::Mutex<Threads>,
     mqtt: Option<SocketAddr>,
+    coap_addr: Option<SocketAddr>,
     driver: DriverKind,
 }
 
@@ -164,6 +169,15 @@ impl Engine {
             Arc::clone(&shared) as Arc<dyn crate::platform::Deliver>,
             PlatformConfig::default(),
         ));
+        let commands = CommandService::new(
+            Arc::clone(&storage),
+            shared.config.commands.clone(),
+            shared.upstream.clone(),
+        );
+        platform.attach_commands(Arc::clone(&commands));
+        let mqtt_transport: Arc<dyn CommandTransport> = Arc::clone(&platform) as _;
+        commands.attach_mqtt(Arc::downgrade(&mqtt_transport));
+        let coap_storage = Arc::clone(&storage);
         let presence = Arc::new(Presence::new(
             storage,
             registry,
@@ -194,8 +208,29 @@ impl Engine {
             tracing::info!(%addr, shards, driver = driver.name(), max_connections, "mqtt listening");
             mqtt = Some(addr);
         }
+        let mut udp: Vec<Option<UdpSocket>> = (0..shards).map(|_| None).collect();
+        let mut coap = None;
+        let mut coap_addr = None;
+        if shared.config.coap.enabled {
+            let addr = bind_udp(shared.config.coap.listen, &mut udp)?;
+            let endpoint = CoapEndpoint::new(
+                shared.config.lwm2m.clone(),
+                coap_storage,
+                shared.upstream.clone(),
+                Arc::clone(&commands),
+            );
+            if let Some(Some(first)) = udp.first() {
+                endpoint.bind(first.try_clone()?)?;
+            }
+            let t: Arc<dyn CommandTransport> = Arc::clone(&endpoint) as _;
+            commands.attach_coap(Arc::downgrade(&t));
+            tracing::info!(%addr, shards, "coap/lwm2m listening");
+            coap = Some(endpoint);
+            coap_addr = Some(addr);
+        }
+        commands.start()?;
         for (name, l) in shared.config.listeners() {
-            if l.enabled && name != "mqtt" {
+            if l.enabled && name != "mqtt" && name != "coap" {
                 tracing::info!(
                     listener = name,
                     "not served by this version of fleetgate; disable it with engine.{name}.enabled = false"
@@ -204,12 +239,15 @@ impl Engine {
         }
 
         let mut threads = Vec::new();
-        for (i, ((rx, waker), ls)) in inboxes.into_iter().zip(listeners).enumerate() {
+        for (i, (((rx, waker), ls), sock)) in
+            inboxes.into_iter().zip(listeners).zip(udp).enumerate()
+        {
             let core = ShardCore::new(i as u16, shards, Arc::clone(&shared), rx, waker);
+            let datagrams = sock.zip(coap.clone());
             let t = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
                 .spawn(move || {
-                    if let Err(e) = driver::run(driver, core, ls) {
+                    if let Err(e) = driver::run(driver, core, ls, datagrams) {
                         tracing::error!(shard = i, error = %e, "shard stopped with an error");
                     }
                 })?;
@@ -223,8 +261,11 @@ impl Engine {
         Ok(Engine {
             shared,
             platform,
+            commands,
+            coap,
             threads: parking_lot::Mutex::new(threads),
             mqtt,
+            coap_addr,
             driver,
         })
     }
@@ -232,6 +273,21 @@ impl Engine {
     /// The bound MQTT address (with the real port when the configured one was 0).
     pub fn mqtt_addr(&self) -> Option<SocketAddr> {
         self.mqtt
+    }
+
+    /// The bound CoAP address (with the real port when the configured one was 0).
+    pub fn coap_addr(&self) -> Option<SocketAddr> {
+        self.coap_addr
+    }
+
+    /// The asynchronous-command service.
+    pub fn commands(&self) -> &Arc<CommandService> {
+        &self.commands
+    }
+
+    /// The CoAP/LwM2M endpoint, when `engine.coap` is enabled.
+    pub fn coap(&self) -> Option<&Arc<CoapEndpoint>> {
+        self.coap.as_ref()
     }
 
     /// The driver the shards run on.
@@ -255,6 +311,9 @@ impl Engine {
         let m: Vec<&ShardMetrics> = self.shared.metrics.iter().map(|a| a.as_ref()).collect();
         let mut families = crate::metrics::snapshot(&m);
         families.extend(self.platform.metrics());
+        if let Some(c) = &self.coap {
+            families.extend(c.metrics());
+        }
         families
     }
 
@@ -312,6 +371,10 @@ impl Engine {
         for t in threads.shards.drain(..) {
             let _ = t.join();
         }
+        if let Some(c) = &self.coap {
+            c.stop();
+        }
+        self.commands.stop();
         for _ in 0..threads.workers.len() {
             let _ = self.shared.workers.force_send(WorkerJob::Stop);
         }
@@ -408,6 +471,18 @@ fn load_acl(storage: &dyn Storage) -> Vec<AclRule> {
             }
         }
     }
+}
+
+/// Binds one SO_REUSEPORT UDP socket per shard on `addr` (the first picks the port when it is
+/// 0). Returns the bound address.
+fn bind_udp(addr: SocketAddr, per_shard: &mut [Option<UdpSocket>]) -> std::io::Result<SocketAddr> {
+    let mut bound = addr;
+    for s in per_shard.iter_mut() {
+        let sock = driver::udp_socket(bound)?;
+        bound = sock.local_addr()?;
+        *s = Some(sock);
+    }
+    Ok(bound)
 }
 
 /// Binds one SO_REUSEPORT listener per shard on `addr`; with port 0 the first bind picks the

@@ -16,6 +16,8 @@
 
 pub mod acl;
 pub mod auth;
+pub mod coap;
+pub mod commands;
 pub mod config;
 pub mod driver;
 pub mod engine;

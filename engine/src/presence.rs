@@ -97,7 +97,11 @@ impl UpstreamHandler for Presence {
         match event {
             UpstreamEvent::Connected(c) => self.set(&c.device_id, StatusEvent::Connected),
             UpstreamEvent::Disconnected(d) => self.check_later(d.device_id.clone()),
-            UpstreamEvent::Published(_) => {}
+            UpstreamEvent::Woke(w) if w.registered => {
+                self.set(&w.device_id, StatusEvent::Connected)
+            }
+            UpstreamEvent::Woke(w) => self.set(&w.device_id, StatusEvent::Uplink),
+            UpstreamEvent::Published(_) | UpstreamEvent::CommandStatus(_) => {}
         }
     }
 

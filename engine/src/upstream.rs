@@ -87,6 +87,23 @@ pub enum UpstreamEvent {
     Disconnected(Disconnected),
     /// A device published.
     Published(Published),
+    /// An asynchronous command changed status (the command after the change).
+    CommandStatus(Box<fleetgate_model::command::Command>),
+    /// A CoAP/LwM2M device sent something: it is awake and reachable for a while.
+    Woke(Woke),
+}
+
+/// A sleeping device sent a datagram (LwM2M registration, update, notification).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Woke {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its application.
+    pub app_id: AppId,
+    /// Whether it (re-)registered, rather than updated or reported.
+    pub registered: bool,
+    /// Wall-clock time.
+    pub at: Timestamp,
 }
 
 /// A consumer of upstream events. Handlers run on the dispatcher thread, in registration

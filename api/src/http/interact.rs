@@ -237,6 +237,11 @@ async fn command(
     let (_, id) = path.into_inner();
     let body: CommandBody = from_json(body.into_inner())?;
     let product = owned_with_product(&state, caller.clone(), &id).await?;
+    if product.protocol_type == fleetgate_model::product::ProtocolType::Coap {
+        return Err(ApiError::bad_request(
+            "synchronous commands need a connected MQTT device; CoAP/LwM2M devices take asynchronous commands (POST .../async-commands)",
+        ));
+    }
     validate_command(
         &product,
         body.service_id.as_ref(),

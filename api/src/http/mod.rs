@@ -31,6 +31,7 @@ macro_rules! api_routes {
 
 mod apps;
 mod auth;
+mod commands;
 mod devices;
 mod emqx;
 mod groups;
@@ -69,7 +70,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(devices::routes)
                 .configure(emqx::routes)
                 .configure(groups::routes)
-                .configure(interact::routes),
+                .configure(interact::routes)
+                .configure(commands::routes),
         );
 }
 

@@ -72,6 +72,11 @@ pub(super) const MODULES: &[Module] = &[
         "interact",
         "Shadow, commands, properties and messages down"
     ),
+    module!(
+        commands,
+        "async-commands",
+        "Asynchronous commands: immediate or cached for sleeping devices, status, cancel"
+    ),
 ];
 
 /// The routes outside the prefix.

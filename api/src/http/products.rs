@@ -69,6 +69,7 @@ async fn create(
     product
         .validate()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check_codec(&product)?;
     let storage = Arc::clone(&state.storage);
     let stored = product.clone();
     blocking(move || Ok(storage.create_product(&stored)?)).await?;
@@ -146,6 +147,7 @@ async fn update(
             let next: Product = from_json(Value::Object(merged)).map_err(StorageError::abort)?;
             next.validate()
                 .map_err(|e| StorageError::abort(ApiError::bad_request(e.to_string())))?;
+            check_codec(&next).map_err(StorageError::abort)?;
             *p = next;
             Ok(())
         })?;
@@ -174,4 +176,16 @@ async fn delete(
     .await?;
     state.engine.invalidate_product(&id);
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A product's `codec` must name one of the codecs fleetgate ships (docs/coap.md).
+fn check_codec(product: &Product) -> Result<(), ApiError> {
+    use fleetgate_codec::device_codec::{BUILTIN_CODECS, builtin};
+    match &product.codec {
+        Some(name) if builtin(name).is_none() => Err(ApiError::bad_request(format!(
+            "codec: unknown codec {name:?}; known: {}",
+            BUILTIN_CODECS.join(", ")
+        ))),
+        _ => Ok(()),
+    }
 }

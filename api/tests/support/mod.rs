@@ -573,10 +573,13 @@ pub(crate) struct TestServer {
     pub(crate) driver: String,
     /// The MQTT port.
     pub(crate) mqtt_port: u16,
+    /// The CoAP port, when the listener is open.
+    pub(crate) coap_port: Option<u16>,
     /// `http://addr` of the API.
     pub(crate) api: String,
     agent: ureq::Agent,
     stopped: bool,
+    args: Vec<OsString>,
     // Last: the directory goes after the process.
     data: tempfile::TempDir,
 }
@@ -630,34 +633,66 @@ impl TestServer {
             args.push("--set".into());
             args.push(s.into());
         }
-        let mut child = fleetgate_command()
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fleetgate");
-        let lines = Lines::default();
-        collect(child.stdout.take().unwrap(), &lines);
-        collect(child.stderr.take().unwrap(), &lines);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(10)))
             .build()
             .into();
+        let (child, lines) = spawn_server(&args);
         let mut server = TestServer {
             child,
             lines,
             driver: driver.to_owned(),
             mqtt_port: 0,
+            coap_port: None,
             api: String::new(),
             agent,
             stopped: false,
+            args,
             data,
         };
-        let mqtt = server.wait_log("mqtt listening");
+        server.wait_started();
+        server
+    }
+
+    /// Like [`TestServer::start`] with the CoAP/LwM2M listener open on a fixed loopback port
+    /// (kept across [`TestServer::kill_and_restart`], as devices expect).
+    pub(crate) fn start_with_coap(
+        driver: &str,
+        provision: &Value,
+        settings: &[&str],
+    ) -> TestServer {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free UDP port")
+            .port();
+        let listen = format!("engine.coap.listen=127.0.0.1:{port}");
+        let mut all = vec!["engine.coap.enabled=true", listen.as_str()];
+        all.extend_from_slice(settings);
+        let mut server = TestServer::start(driver, provision, &all);
+        server.coap_port = Some(port);
+        server.wait_log("coap/lwm2m listening");
+        server
+    }
+
+    /// Kills the server with SIGKILL (no orderly shutdown) and starts it again on the same
+    /// data directory and settings.
+    pub(crate) fn kill_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        let (child, lines) = spawn_server(&self.args);
+        self.child = child;
+        self.lines = lines;
+        self.wait_started();
+        if self.coap_port.is_some() {
+            self.wait_log("coap/lwm2m listening");
+        }
+    }
+
+    fn wait_started(&mut self) {
+        let mqtt = self.wait_log("mqtt listening");
         assert_eq!(
-            mqtt["driver"], driver,
+            mqtt["driver"], self.driver,
             "the server runs on another driver: {mqtt}"
         );
         let addr: std::net::SocketAddr = mqtt["addr"]
@@ -665,10 +700,9 @@ impl TestServer {
             .expect("addr")
             .parse()
             .expect("socket address");
-        server.mqtt_port = addr.port();
-        let api = server.wait_log("api listening");
-        server.api = format!("http://{}", api["addr"].as_str().expect("addr"));
-        server
+        self.mqtt_port = addr.port();
+        let api = self.wait_log("api listening");
+        self.api = format!("http://{}", api["addr"].as_str().expect("addr"));
     }
 
     /// The data directory.
@@ -897,6 +931,21 @@ impl Drop for TestServer {
             }
         }
     }
+}
+
+/// Starts `fleetgate` with `args`, collecting its output.
+fn spawn_server(args: &[OsString]) -> (Child, Lines) {
+    let mut child = fleetgate_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fleetgate");
+    let lines = Lines::default();
+    collect(child.stdout.take().unwrap(), &lines);
+    collect(child.stderr.take().unwrap(), &lines);
+    (child, lines)
 }
 
 /// The value of `series` in Prometheus text.

@@ -16,6 +16,8 @@ use crate::metrics::Counter;
 use crate::shard::{ConnId, Io, ShardCore};
 
 const WAKER: Token = Token(usize::MAX);
+/// The shard's CoAP socket (listener tokens end in 0x0, connection tokens in 0xF).
+const UDP: Token = Token(0x7);
 const SCRATCH: usize = 64 * 1024;
 
 fn conn_token(id: ConnId) -> Token {
@@ -112,7 +114,11 @@ impl Io for EpollIo<'_> {
 }
 
 /// Runs one shard on epoll until it is told to stop.
-pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Result<()> {
+pub(super) fn run(
+    mut core: ShardCore,
+    listeners: Vec<TcpListener>,
+    datagrams: Option<super::Datagrams>,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut listeners: Vec<MioListener> = listeners
@@ -126,6 +132,15 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
         poll.registry()
             .register(l, Token(i << 4), Interest::READABLE)?;
     }
+    let mut udp = match datagrams {
+        Some((sock, endpoint)) => {
+            let mut sock = mio::net::UdpSocket::from_std(sock);
+            poll.registry()
+                .register(&mut sock, UDP, Interest::READABLE)?;
+            Some((sock, endpoint))
+        }
+        None => None,
+    };
     let waker_fd = core.waker().fd().as_raw_fd();
     poll.registry()
         .register(&mut SourceFd(&waker_fd), WAKER, Interest::READABLE)?;
@@ -144,6 +159,9 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
         let next = core.poll(&mut io);
         finish_turn(&mut core, &mut io, &mut scratch);
         if core.is_stopped() {
+            if let Some((mut sock, _)) = udp.take() {
+                let _ = poll.registry().deregister(&mut sock);
+            }
             return Ok(());
         }
         if core.is_stopping() && !stop_listening {
@@ -174,6 +192,12 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
             if token == WAKER {
                 continue;
             }
+            if token == UDP {
+                if let Some((sock, endpoint)) = &udp {
+                    receive_datagrams(sock, endpoint, &mut scratch);
+                }
+                continue;
+            }
             let Some(id) = token_conn(token) else {
                 accept_ready = true;
                 continue;
@@ -197,6 +221,30 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
             }
         }
         finish_turn(&mut core, &mut io, &mut scratch);
+    }
+}
+
+/// Reads every waiting datagram (edge-triggered: until WouldBlock) and hands each to the CoAP
+/// endpoint.
+fn receive_datagrams(
+    sock: &mio::net::UdpSocket,
+    endpoint: &crate::coap::CoapEndpoint,
+    scratch: &mut [u8],
+) {
+    let mut errors = 0;
+    loop {
+        match sock.recv_from(scratch) {
+            Ok((n, peer)) => endpoint.on_datagram(peer, &scratch[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // ICMP errors of earlier sends (port unreachable) surface here once each.
+            Err(_) => {
+                errors += 1;
+                if errors > 64 {
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -6,11 +6,13 @@ mod epoll;
 mod uring;
 
 use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::coap::CoapEndpoint;
 use crate::config::Driver;
 use crate::shard::ShardCore;
 
@@ -54,12 +56,33 @@ pub fn select(configured: Driver) -> io::Result<DriverKind> {
     }
 }
 
+/// A shard's CoAP socket and the endpoint its datagrams go to.
+pub type Datagrams = (UdpSocket, Arc<CoapEndpoint>);
+
 /// Runs one shard on `kind` until it stops.
-pub fn run(kind: DriverKind, core: ShardCore, listeners: Vec<TcpListener>) -> io::Result<()> {
+pub fn run(
+    kind: DriverKind,
+    core: ShardCore,
+    listeners: Vec<TcpListener>,
+    datagrams: Option<Datagrams>,
+) -> io::Result<()> {
     match kind {
-        DriverKind::IoUring => uring::run(core, listeners),
-        DriverKind::Epoll => epoll::run(core, listeners),
+        DriverKind::IoUring => uring::run(core, listeners, datagrams),
+        DriverKind::Epoll => epoll::run(core, listeners, datagrams),
     }
+}
+
+/// A non-blocking UDP socket with SO_REUSEPORT, so that every shard receives on the same port
+/// (the kernel spreads peers among them by address hash).
+pub fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    // Bursts of registrations should wait in the kernel rather than be dropped.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
 
 /// A non-blocking listener with SO_REUSEPORT, so that every shard accepts on the same port

@@ -52,6 +52,7 @@ pub use self::metrics::{
 };
 use self::requests::RequestTable;
 pub use self::requests::{DeviceResponse, PendingResponse, RequestError, ResponseError};
+use crate::commands::{CommandService, CommandTransport, SendError};
 use crate::engine::{DeliverError, Shared};
 use crate::metrics::Family;
 use crate::session::Downlink;
@@ -140,6 +141,7 @@ pub struct Platform {
     observers: RwLock<Vec<Arc<dyn PlatformObserver>>>,
     products: Cache<ProductId, (Instant, Arc<Product>)>,
     device_products: Cache<DeviceId, ProductId>,
+    commands: std::sync::OnceLock<Arc<CommandService>>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -180,8 +182,15 @@ impl Platform {
             observers: RwLock::new(Vec::new()),
             products: Cache::new(cap),
             device_products: Cache::new(cap),
+            commands: std::sync::OnceLock::new(),
             config,
         }
+    }
+
+    /// Attaches the asynchronous-command service: MQTT devices get their cached commands when
+    /// they connect, and responses to those commands go to it.
+    pub fn attach_commands(&self, service: Arc<CommandService>) {
+        let _ = self.commands.set(service);
     }
 
     /// Attaches an observer of [`PlatformEvent`]s.
@@ -357,7 +366,14 @@ impl Platform {
 impl UpstreamHandler for Platform {
     fn handle(&self, event: &UpstreamEvent) {
         match event {
-            UpstreamEvent::Connected(c) => self.on_connected(&c.device_id),
+            UpstreamEvent::Connected(c) => {
+                self.on_connected(&c.device_id);
+                if let Some(s) = self.commands.get() {
+                    s.wake(&c.device_id);
+                }
+            }
+            UpstreamEvent::Woke(w) => self.on_connected(&w.device_id),
+            UpstreamEvent::CommandStatus(_) => {}
             UpstreamEvent::Disconnected(d) => self.requests.forget_pushes(&d.device_id),
             UpstreamEvent::Published(p) => self.on_published(p),
         }
@@ -402,4 +418,46 @@ fn check_request_body(kind: RequestKind, body: &Value) -> Result<(), RequestErro
         RequestKind::ShadowGet => return Err(RequestError::NotPlatformOriginated(kind)),
     }
     .map_err(|e| RequestError::InvalidBody(e.to_string()))
+}
+
+/// MQTT as a transport of asynchronous commands: the command goes to the device's session (a
+/// sub-device's through its gateway, with `object_device_id`) on
+/// `sys/commands/request_id={command id}`; the response comes back on the usual response topic.
+impl CommandTransport for Platform {
+    fn reachable(&self, device: &DeviceId) -> bool {
+        match self.storage.get_device(device) {
+            Ok(Some(d)) => self.sessions.is_online(&d.gateway_id),
+            _ => false,
+        }
+    }
+
+    fn send(&self, command: &fleetgate_model::command::Command) -> Result<(), SendError> {
+        let device = match self.storage.get_device(&command.device_id) {
+            Ok(Some(d)) => d,
+            _ => return Err(SendError::Unreachable),
+        };
+        let body = CommandRequest {
+            object_device_id: device.is_sub_device().then(|| device.device_id.clone()),
+            service_id: command.service_id.clone(),
+            command_name: Some(command.command_name.to_string()),
+            paras: command.paras.clone(),
+        };
+        let id = crate::commands::request_id_of(&command.command_id);
+        let topic = DeviceTopic::sys(
+            device.gateway_id.clone(),
+            SysTopic::Request(RequestKind::Command, id),
+        );
+        match Platform::send(self, &device.gateway_id, &topic, to_json(&body)) {
+            Ok(()) => {
+                self.metrics.sent(RequestLabel::Command);
+                Ok(())
+            }
+            Err(DeliverError::Offline) => Err(SendError::Unreachable),
+            Err(DeliverError::Busy) => Err(SendError::Busy),
+        }
+    }
+
+    fn check(&self, _command: &fleetgate_model::command::Command) -> Result<(), SendError> {
+        Ok(())
+    }
 }

@@ -210,6 +210,9 @@ impl Platform {
     /// answer to a desired push); an answer nobody waits for is counted and dropped.
     pub(super) fn on_response(&self, p: &Published, kind: RequestKind, id: RequestId) {
         let Some(matched) = self.requests.take(&p.device_id, kind, &id) else {
+            if kind == RequestKind::Command && self.async_command_response(p, &id) {
+                return;
+            }
             self.metrics.unmatched();
             tracing::debug!(device = %p.device_id, request_id = %id, "response without a waiting request");
             return;
@@ -276,5 +279,42 @@ fn response_kind(kind: RequestKind) -> PayloadKind {
         RequestKind::Command => PayloadKind::CommandResponse,
         RequestKind::PropertiesSet => PayloadKind::PropertiesSetResponse,
         RequestKind::PropertiesGet | RequestKind::ShadowGet => PayloadKind::PropertiesGetResponse,
+    }
+}
+
+impl Platform {
+    /// A command response whose request id is an asynchronous command's id goes to the command
+    /// service (the response of a sub-device comes through its gateway: the service checks the
+    /// command belongs to the answering tree).
+    fn async_command_response(&self, p: &Published, id: &RequestId) -> bool {
+        let Some(service) = self.commands.get() else {
+            return false;
+        };
+        let Some(command) = service.claims(id) else {
+            return false;
+        };
+        let (detail, success) = match parse_response(RequestKind::Command, &p.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.invalid(response_kind(RequestKind::Command));
+                (Value::String(format!("malformed response: {e}")), false)
+            }
+        };
+        let device = match self.storage.get_command(&command) {
+            Ok(Some(c))
+                if c.device_id == p.device_id
+                    || self.is_sub_device_of(&c.device_id, &p.device_id) =>
+            {
+                c.device_id
+            }
+            _ => return false,
+        };
+        self.metrics.answered(RequestLabel::Command);
+        service.result(&device, command, success, detail);
+        true
+    }
+
+    fn is_sub_device_of(&self, device: &DeviceId, gateway: &DeviceId) -> bool {
+        matches!(self.storage.get_device(device), Ok(Some(d)) if &d.gateway_id == gateway)
     }
 }

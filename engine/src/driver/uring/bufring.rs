@@ -59,6 +59,18 @@ pub(super) struct BufRing {
 impl BufRing {
     /// Allocates and registers the ring with `ring`, incremental when the kernel accepts it.
     pub(super) fn new(uring: &IoUring, group: u16, count: u16, size: u32) -> io::Result<BufRing> {
+        Self::with_mode(uring, group, count, size, true)
+    }
+
+    /// Allocates and registers the ring; `incremental` asks for incremental consumption (stream
+    /// sockets), which datagram receives must not use: one buffer holds one datagram.
+    pub(super) fn with_mode(
+        uring: &IoUring,
+        group: u16,
+        count: u16,
+        size: u32,
+        incremental: bool,
+    ) -> io::Result<BufRing> {
         if !count.is_power_of_two() {
             return Err(io::Error::other("buffer count must be a power of two"));
         }
@@ -71,22 +83,28 @@ impl BufRing {
             size,
             tail: 0,
             consumed: vec![0; usize::from(count)],
-            incremental: true,
+            incremental,
         };
         let submitter = uring.submitter();
-        let flags = io_uring::types::IOU_PBUF_RING_INC as u16;
+        let flags = if incremental {
+            io_uring::types::IOU_PBUF_RING_INC as u16
+        } else {
+            0
+        };
         // SAFETY: the ring memory is page aligned, holds `count` entries, and lives (in `this`)
         // until the ring is unregistered or the io_uring instance is dropped: the driver drops
         // its IoUring before its BufRing.
         let registered = unsafe {
             submitter.register_buf_ring_with_flags(this.ring.ptr as u64, count, group, flags)
         };
-        if registered.is_err() {
+        if registered.is_err() && incremental {
             this.incremental = false;
             // SAFETY: as above, without the incremental flag (kernels before 6.12).
             unsafe {
                 submitter.register_buf_ring_with_flags(this.ring.ptr as u64, count, group, 0)?
             };
+        } else {
+            registered?;
         }
         for bid in 0..count {
             this.push(bid);

@@ -32,6 +32,11 @@ const BUF_GROUP: u16 = 0;
 const BUF_COUNT: u16 = 512;
 const BUF_SIZE: u32 = 4096;
 const ENTRIES: u32 = 4096;
+/// The provided buffers of the CoAP socket: one datagram each, with room for the
+/// `io_uring_recvmsg_out` header and the peer's address before the payload.
+const UDP_GROUP: u16 = 1;
+const UDP_COUNT: u16 = 256;
+const UDP_SIZE: u32 = (crate::coap::MAX_DATAGRAM + 256) as u32;
 
 /// What a submission was for, in the top four bits of its user data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +47,7 @@ enum Op {
     Send = 3,
     Cancel = 4,
     Wake = 5,
+    Datagram = 6,
 }
 
 const GEN_MASK: u64 = (1 << 28) - 1;
@@ -72,6 +78,7 @@ pub(super) fn probe() -> io::Result<()> {
         (opcode::Close::CODE, "close"),
         (opcode::AsyncCancel::CODE, "async cancel"),
         (opcode::PollAdd::CODE, "poll"),
+        (opcode::RecvMsgMulti::CODE, "recvmsg"),
     ] {
         if !probe.is_supported(code) {
             return Err(io::Error::new(
@@ -240,7 +247,11 @@ impl Io for State {
 }
 
 /// Runs one shard on io_uring until it is told to stop.
-pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Result<()> {
+pub(super) fn run(
+    mut core: ShardCore,
+    listeners: Vec<TcpListener>,
+    datagrams: Option<super::Datagrams>,
+) -> io::Result<()> {
     let mut ring = IoUring::<squeue::Entry, cqueue::Entry>::builder()
         .setup_single_issuer()
         .setup_coop_taskrun()
@@ -283,6 +294,13 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
         arm_accept(&mut st, i);
     }
     arm_wake(&mut st);
+    let mut udp = match datagrams {
+        Some((sock, endpoint)) => Some(Udp::new(&ring, sock, endpoint)?),
+        None => None,
+    };
+    if let Some(u) = &mut udp {
+        st.sqes.push(u.arm());
+    }
     let mut backoff = AcceptBackoff::default();
     let mut accept_paused: Vec<usize> = Vec::new();
     let mut stop_listening = false;
@@ -316,6 +334,13 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
             for i in accept_paused.drain(..) {
                 arm_accept(&mut st, i);
             }
+        }
+        if let Some(u) = &mut udp {
+            if u.starved && !core.is_stopping() {
+                u.starved = false;
+                st.sqes.push(u.arm());
+            }
+            u.bufs.publish();
         }
         bufs.publish();
         push_all(&mut ring, &mut st.sqes)?;
@@ -384,16 +409,119 @@ pub(super) fn run(mut core: ShardCore, listeners: Vec<TcpListener>) -> io::Resul
                 x if x == Op::Wake as u8 && !cqueue::more(flags) => {
                     arm_wake(&mut st);
                 }
+                x if x == Op::Datagram as u8 => {
+                    if let Some(u) = &mut udp
+                        && let Some(sqe) = u.on_completion(res, flags, core.is_stopping())
+                    {
+                        st.sqes.push(sqe);
+                    }
+                }
                 _ => {}
             }
             release(&mut core, &mut st);
         }
     }
-    // Nothing is in flight any more: drop the registration before the buffers go.
+    // Nothing is in flight any more: drop the registrations before the buffers go.
     let _ = ring.submitter().unregister_buf_ring(BUF_GROUP);
+    if udp.is_some() {
+        let _ = ring.submitter().unregister_buf_ring(UDP_GROUP);
+    }
     drop(ring);
     drop(bufs);
+    drop(udp);
     Ok(())
+}
+
+/// The shard's CoAP socket: a multishot `recvmsg` into its own provided-buffer ring.
+struct Udp {
+    sock: std::net::UdpSocket,
+    endpoint: std::sync::Arc<crate::coap::CoapEndpoint>,
+    bufs: BufRing,
+    /// The template the kernel reads the name and control lengths from; it lives as long as
+    /// the receive request (in this struct, dropped after the ring).
+    msghdr: Box<libc::msghdr>,
+    /// The receive ended for lack of buffers: re-armed on the next turn.
+    starved: bool,
+}
+
+impl Udp {
+    fn new(
+        ring: &IoUring,
+        sock: std::net::UdpSocket,
+        endpoint: std::sync::Arc<crate::coap::CoapEndpoint>,
+    ) -> io::Result<Udp> {
+        let bufs = BufRing::with_mode(ring, UDP_GROUP, UDP_COUNT, UDP_SIZE, false)?;
+        // SAFETY: msghdr is a plain C struct of integers and pointers for which all-zero bytes
+        // are a valid value (null pointers, zero lengths).
+        let mut msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        msghdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        Ok(Udp {
+            sock,
+            endpoint,
+            bufs,
+            msghdr,
+            starved: false,
+        })
+    }
+
+    fn arm(&self) -> squeue::Entry {
+        let id = ConnId {
+            slot: 0,
+            generation: 0,
+        };
+        opcode::RecvMsgMulti::new(
+            Fd(self.sock.as_raw_fd()),
+            &*self.msghdr as *const libc::msghdr,
+            UDP_GROUP,
+        )
+        .build()
+        .user_data(user_data(Op::Datagram, id))
+    }
+
+    /// Handles one completion; returns the submission that re-arms the receive when it ended.
+    fn on_completion(&mut self, res: i32, flags: u32, stopping: bool) -> Option<squeue::Entry> {
+        if res >= 0
+            && let Some(bid) = cqueue::buffer_select(flags)
+        {
+            if let Some((data, _)) = self.bufs.take(bid, res as usize, false)
+                && let Ok(out) = io_uring::types::RecvMsgOut::parse(data, &self.msghdr)
+            {
+                match sockaddr(out.name_data()) {
+                    Some(_) if out.is_payload_truncated() => self.endpoint.oversized(),
+                    Some(peer) => self.endpoint.on_datagram(peer, out.payload_data()),
+                    None => {}
+                }
+            }
+            self.bufs.push(bid);
+        } else if -res == rustix::io::Errno::NOBUFS.raw_os_error() {
+            self.starved = true;
+            return None;
+        }
+        (!cqueue::more(flags) && !stopping).then(|| self.arm())
+    }
+}
+
+/// A socket address as the kernel writes it (`sockaddr_in` or `sockaddr_in6`).
+fn sockaddr(name: &[u8]) -> Option<SocketAddr> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    let family = i32::from(u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?));
+    let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
+    if family == libc::AF_INET {
+        let ip: [u8; 4] = name.get(4..8)?.try_into().ok()?;
+        Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), port)))
+    } else if family == libc::AF_INET6 {
+        let flow = u32::from_be_bytes(name.get(4..8)?.try_into().ok()?);
+        let ip: [u8; 16] = name.get(8..24)?.try_into().ok()?;
+        let scope = u32::from_ne_bytes(name.get(24..28)?.try_into().ok()?);
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(ip),
+            port,
+            flow,
+            scope,
+        )))
+    } else {
+        None
+    }
 }
 
 /// Moves queued submissions into the submission queue, submitting whenever it is full.
