@@ -18,6 +18,7 @@ use fleetgate_model::{CommandId, DeviceId, ServiceId, Timestamp};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::interact::status;
 use super::{Caller, PageQuery, blocking, devices, from_json};
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -27,10 +28,6 @@ api_routes! {
     get "/devices/{device_id}/async-commands" => list,
     get "/devices/{device_id}/async-commands/{command_id}" => get_one,
     post "/devices/{device_id}/async-commands/{command_id}/cancel" => cancel,
-}
-
-fn status(code: u16) -> actix_web::http::StatusCode {
-    actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -40,7 +40,8 @@ api_routes! {
     post "/devices/{device_id}/messages" => message,
 }
 
-fn status(code: u16) -> actix_web::http::StatusCode {
+/// The status `code` (codes in this crate are valid; 502 otherwise).
+pub(super) fn status(code: u16) -> actix_web::http::StatusCode {
     actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::BAD_GATEWAY)
 }
 
