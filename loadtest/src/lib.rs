@@ -18,6 +18,8 @@
 //! - [`command`]: the `command-roundtrip` scenario (sync commands through the HTTP API);
 //! - [`lwm2m`]: a CoAP/LwM2M device simulator — one device with a blocking API for tests,
 //!   and a fleet of many devices sharing UDP sockets for load tests;
+//! - [`sleepers`]: the `coap-sleepers` scenario (memory per registered, sleeping LwM2M device
+//!   and wake-to-command latency);
 //! - [`series`]: per-second time series of the reports;
 //! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
 //! - [`summary`]: a Markdown table comparing the reports of several servers.
@@ -35,6 +37,7 @@ pub mod procfs;
 pub mod reconnect;
 pub mod scenario;
 pub mod series;
+pub mod sleepers;
 pub mod stats;
 pub mod summary;
 pub mod telemetry;

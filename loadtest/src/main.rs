@@ -12,6 +12,7 @@ use fleetgate_loadtest::scenario::IdleScenario;
 use fleetgate_loadtest::scenario::{CommandScenario, TelemetryScenario};
 use fleetgate_loadtest::{command, telemetry};
 use fleetgate_loadtest::{reconnect, scenario::ReconnectScenario};
+use fleetgate_loadtest::{sleepers, sleepers::SleepersScenario};
 
 /// Load generator for fleetgate. Every run is bounded in count and time and targets only
 /// 127.0.0.0/8.
@@ -97,6 +98,24 @@ enum Cmd {
     /// 1 unless every command was answered.
     CommandRoundtrip {
         /// Scenario file (see loadtest/scenarios/command-roundtrip.toml).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// File holding the API key (overrides the file's `api_key_file`).
+        #[arg(long)]
+        api_key_file: Option<PathBuf>,
+        /// Writes the report as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// The server's pid (overrides the file's `server_pid`).
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+    /// DEVICES LwM2M devices register over CoAP at a paced rate and fall asleep; once the
+    /// server has hibernated them, reports its memory per sleeping device; then queues delayed
+    /// commands for WAKE devices, wakes them and times the commands. Exits 1 unless every
+    /// device registered, all hibernated and every queued command arrived.
+    CoapSleepers {
+        /// Scenario file (see loadtest/scenarios/coap-sleepers.toml).
         #[arg(long)]
         scenario: PathBuf,
         /// File holding the API key (overrides the file's `api_key_file`).
@@ -207,6 +226,18 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 s.fleet.server_pid = server_pid;
             }
             command::main(&s, api_key_file.as_deref(), json.as_deref())
+        }
+        Cmd::CoapSleepers {
+            scenario,
+            api_key_file,
+            json,
+            server_pid,
+        } => {
+            let mut s = SleepersScenario::load(&scenario)?;
+            if server_pid.is_some() {
+                s.server_pid = server_pid;
+            }
+            sleepers::main(&s, api_key_file.as_deref(), json.as_deref())
         }
         Cmd::Summary { reports } => {
             let mut rows = Vec::new();
