@@ -123,7 +123,13 @@ run_one() {
       ;;
     *) log "unknown server $name"; return 1 ;;
   esac
-  (sleep "$SERVER_LIMIT_SECS"; kill -KILL "$pid" 2>/dev/null) >/dev/null 2>&1 &
+  # The watchdog takes its sleep down with it when stopped, so no stray timer outlives the run
+  # (and none can signal a later process that reuses the PID).
+  (
+    trap 'kill "$s" 2>/dev/null; exit 0' TERM
+    sleep "$SERVER_LIMIT_SECS" & s=$!
+    wait "$s" && kill -KILL "$pid" 2>/dev/null
+  ) >/dev/null 2>&1 &
   local watchdog=$!; PIDS+=("$watchdog")
 
   cat >"$dir/scenario.toml" <<EOF
