@@ -211,6 +211,16 @@ pub struct Family {
     pub samples: Vec<Sample>,
 }
 
+/// A family of one unlabelled sample.
+pub(crate) fn plain(name: &'static str, help: &'static str, counter: bool, value: f64) -> Family {
+    Family {
+        name,
+        help,
+        counter,
+        samples: vec![(vec![], value)],
+    }
+}
+
 fn family(name: &'static str, help: &'static str, counter: bool) -> Family {
     Family {
         name,

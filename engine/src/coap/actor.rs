@@ -29,6 +29,8 @@ pub(crate) struct Outgoing {
     pub(crate) purpose: Purpose,
     /// Set once sent: the retransmission schedule.
     pub(crate) retransmission: Option<Retransmission>,
+    /// Where it was sent (the ACK comes from there; retransmissions go there).
+    pub(crate) to: SocketAddr,
 }
 
 /// An awake device.
@@ -50,8 +52,8 @@ pub(crate) struct Actor {
     pub(crate) awaiting: Vec<([u8; 8], Purpose)>,
     /// Sequence of the next token.
     pub(crate) next_tag: u8,
-    /// Incremented whenever the timer is re-armed; stale timer entries are ignored.
-    pub(crate) timer_gen: u32,
+    /// The time of the actor's live timer entry; entries for other times are stale.
+    pub(crate) armed: Option<Instant>,
 }
 
 impl Actor {
@@ -74,6 +76,18 @@ impl Actor {
             Some(r) => r,
             None => self.awake_until,
         }
+    }
+
+    /// Records that the timer must fire by the actor's deadline at `now`; returns the time of
+    /// a new timer entry, or `None` when the live entry fires at or before it (that entry
+    /// re-arms when it runs).
+    pub(crate) fn rearm(&mut self, now: Instant) -> Option<Instant> {
+        let at = self.deadline(now);
+        if self.armed.is_some_and(|t| t <= at) {
+            return None;
+        }
+        self.armed = Some(at);
+        Some(at)
     }
 
     /// Whether the device may be sent to at `now`.

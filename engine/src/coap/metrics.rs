@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::metrics::{Family, Sample};
+use crate::metrics::{Family, Sample, plain};
 
 /// Why a datagram was refused or ignored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,15 +82,6 @@ fn inc(a: &AtomicU64) {
 
 fn get(a: &AtomicU64) -> f64 {
     a.load(Ordering::Relaxed) as f64
-}
-
-fn plain(name: &'static str, help: &'static str, counter: bool, value: f64) -> Family {
-    Family {
-        name,
-        help,
-        counter,
-        samples: vec![(vec![], value)],
-    }
 }
 
 impl CoapMetrics {

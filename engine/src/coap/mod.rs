@@ -29,6 +29,7 @@ use fleetgate_codec::coap::block::{
     self, Block1Assembler, Block1Error, Block1Progress, BlockValue,
 };
 use fleetgate_codec::coap::lwm2m::{Lwm2mVersion, parse_register, parse_update};
+use fleetgate_codec::coap::message;
 use fleetgate_codec::coap::reliability::{
     DedupCache, Received, Retransmission, RetransmitAction, TransmissionParams,
 };
@@ -70,8 +71,10 @@ impl Wire for UdpSocket {
     }
 }
 
-/// A timer entry: when, which actor, and the actor's timer generation at arming.
-type TimerEntry = Reverse<(Instant, u64, u32)>;
+/// A timer entry: when, and which actor. An actor has at most one live entry (the one its
+/// `armed` names); later ones are pushed only when earlier, so the heap stays bounded by the
+/// awake devices however often they send.
+type TimerEntry = Reverse<(Instant, u64)>;
 
 /// The CoAP/LwM2M endpoint every shard feeds.
 pub struct CoapEndpoint {
@@ -264,7 +267,7 @@ impl CoapEndpoint {
             self.oversized();
             return;
         }
-        let packet = match fleetgate_codec::coap::message::decode(data) {
+        let packet = match message::decode(data) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.rejected(Rejected::from_reason(e.reason()));
@@ -359,10 +362,10 @@ impl CoapEndpoint {
             resp.add_option(CoapOption::LocationPath, loc.as_bytes().to_vec());
         }
         if let Some(cf) = answer.content_format {
-            resp.add_option(CoapOption::ContentFormat, encode_uint(cf as u32));
+            resp.add_option(CoapOption::ContentFormat, message::uint_bytes(cf as u32));
         }
         if let Some(age) = answer.max_age {
-            resp.add_option(CoapOption::MaxAge, encode_uint(age));
+            resp.add_option(CoapOption::MaxAge, message::uint_bytes(age));
         }
         for (o, v) in extra {
             resp.add_option(o, v);
@@ -457,20 +460,11 @@ impl CoapEndpoint {
     }
 
     fn answer(&self, peer: SocketAddr, req: &Packet, body: &[u8]) -> (Answer, After) {
-        let path = match options_utf8(req, CoapOption::UriPath) {
-            Ok(p) => p,
-            Err(()) => {
+        let (path, query) = match (message::uri_path(req), message::uri_query(req)) {
+            (Ok(p), Ok(q)) => (p, q),
+            (Err(e), _) | (_, Err(e)) => {
                 return (
-                    Answer::diagnostic(ResponseType::BadRequest, "Uri-Path is not UTF-8"),
-                    After::Nothing,
-                );
-            }
-        };
-        let query = match options_utf8(req, CoapOption::UriQuery) {
-            Ok(q) => q,
-            Err(()) => {
-                return (
-                    Answer::diagnostic(ResponseType::BadRequest, "Uri-Query is not UTF-8"),
+                    Answer::diagnostic(ResponseType::BadRequest, e.to_string()),
                     After::Nothing,
                 );
             }
@@ -479,8 +473,7 @@ impl CoapEndpoint {
             MessageClass::Request(m) => m,
             _ => RequestType::UnKnown,
         };
-        let segments: Vec<&str> = path.iter().map(String::as_str).collect();
-        match (method, segments.as_slice()) {
+        match (method, path.as_slice()) {
             (RequestType::Post, ["rd"]) => self.register(peer, &query, body),
             (RequestType::Post, ["rd", loc]) => self.update(peer, loc, &query, body),
             (RequestType::Delete, ["rd", loc]) => (self.deregister(loc), After::Nothing),
@@ -501,9 +494,8 @@ impl CoapEndpoint {
         self.config.min_lifetime_secs..=self.config.max_lifetime_secs
     }
 
-    fn register(&self, peer: SocketAddr, query: &[String], body: &[u8]) -> (Answer, After) {
-        let query: Vec<&str> = query.iter().map(String::as_str).collect();
-        let params = match parse_register(&query, &self.lifetime_range()) {
+    fn register(&self, peer: SocketAddr, query: &[&str], body: &[u8]) -> (Answer, After) {
+        let params = match parse_register(query, &self.lifetime_range()) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.registration(false);
@@ -600,13 +592,7 @@ impl CoapEndpoint {
         Err(forbidden("unknown endpoint"))
     }
 
-    fn update(
-        &self,
-        peer: SocketAddr,
-        loc: &str,
-        query: &[String],
-        body: &[u8],
-    ) -> (Answer, After) {
+    fn update(&self, peer: SocketAddr, loc: &str, query: &[&str], body: &[u8]) -> (Answer, After) {
         let Ok(location) = loc.parse::<RegistrationId>() else {
             return (Answer::new(ResponseType::NotFound), After::Nothing);
         };
@@ -620,8 +606,7 @@ impl CoapEndpoint {
                 );
             }
         };
-        let query: Vec<&str> = query.iter().map(String::as_str).collect();
-        let params = match parse_update(&query, version, &self.lifetime_range()) {
+        let params = match parse_update(query, version, &self.lifetime_range()) {
             Ok(p) => p,
             Err(e) => {
                 return (
@@ -709,16 +694,15 @@ impl CoapEndpoint {
                 waiting: Default::default(),
                 awaiting: Vec::new(),
                 next_tag: 0,
-                timer_gen: 0,
+                armed: None,
             });
             a.addr = peer;
             a.queue_mode = reg.queue_mode;
             a.awake_until = awake_until;
-            a.timer_gen += 1;
-            (a.deadline(now), a.timer_gen)
+            a.rearm(now)
         };
         self.by_device.insert(reg.device_id.clone(), reg.location);
-        self.arm(reg.location, deadline.0, deadline.1);
+        self.arm(reg.location, deadline);
     }
 
     /// The actor of `location`, revived from storage when the device was asleep.
@@ -734,10 +718,9 @@ impl CoapEndpoint {
             } else {
                 a.awake_until.max(now)
             };
-            a.timer_gen += 1;
-            let (d, g) = (a.deadline(now), a.timer_gen);
+            let at = a.rearm(now);
             drop(a);
-            self.arm(location, d, g);
+            self.arm(location, at);
             return true;
         }
         let reg = match self.storage.get_registration(&location) {
@@ -764,15 +747,18 @@ impl CoapEndpoint {
         if let Some((_, a)) = self.actors.remove(&location) {
             self.by_device.remove_if(&a.device, |_, l| *l == location);
             if let Some(o) = &a.outstanding {
-                self.outstanding.remove(&(a.addr, o.mid));
+                self.outstanding.remove(&(o.to, o.mid));
             }
         }
     }
 
-    fn arm(&self, location: RegistrationId, at: Instant, generation: u32) {
+    /// Puts a timer entry for `location` at `at` (from [`Actor::rearm`]; `None`: an entry at
+    /// or before it is already there).
+    fn arm(&self, location: RegistrationId, at: Option<Instant>) {
+        let Some(at) = at else { return };
         let mut t = self.timers.lock();
-        let earlier = t.peek().is_none_or(|Reverse((next, _, _))| at < *next);
-        t.push(Reverse((at, location.as_u64(), generation)));
+        let earlier = t.peek().is_none_or(|Reverse((next, _))| at < *next);
+        t.push(Reverse((at, location.as_u64())));
         drop(t);
         if earlier {
             self.timer_cv.notify_one();
@@ -829,24 +815,26 @@ impl CoapEndpoint {
         let Ok(bytes) = packet.to_bytes() else {
             return false;
         };
+        let to = a.addr;
         a.waiting.push_back(Outgoing {
             token,
             mid,
             bytes,
             purpose,
             retransmission: None,
+            to,
         });
         let next = self.start_next(&mut a);
         drop(a);
-        if let Some((addr, bytes, at, g)) = next {
+        if let Some((addr, bytes, at)) = next {
             self.send(&bytes, addr);
-            self.arm(location, at, g);
+            self.arm(location, at);
         }
         true
     }
 
     /// Moves the next waiting request to outstanding when nothing is; returns what to send.
-    fn start_next(&self, a: &mut Actor) -> Option<(SocketAddr, Vec<u8>, Instant, u32)> {
+    fn start_next(&self, a: &mut Actor) -> Option<(SocketAddr, Vec<u8>, Option<Instant>)> {
         if a.outstanding.is_some() {
             return None;
         }
@@ -854,10 +842,10 @@ impl CoapEndpoint {
         let now = Instant::now();
         o.retransmission = Some(Retransmission::start(&self.params, now, random_fraction()));
         let bytes = o.bytes.clone();
-        self.outstanding.insert((a.addr, o.mid), a.location);
+        o.to = a.addr;
+        self.outstanding.insert((o.to, o.mid), a.location);
         a.outstanding = Some(o);
-        a.timer_gen += 1;
-        Some((a.addr, bytes, a.deadline(now), a.timer_gen))
+        Some((a.addr, bytes, a.rearm(now)))
     }
 
     /// An ACK (empty, or with a piggybacked response) for message `mid`.
@@ -886,17 +874,15 @@ impl CoapEndpoint {
                 Instant::now() + Duration::from_secs(u64::from(self.config.awake_window_secs));
         }
         let next = self.start_next(&mut a);
-        if next.is_none() {
-            a.timer_gen += 1;
-        }
-        let (d, g) = (a.deadline(Instant::now()), a.timer_gen);
+        let at = match &next {
+            Some((_, _, at)) => *at,
+            None => a.rearm(Instant::now()),
+        };
         drop(a);
-        if let Some((addr, bytes, at, g)) = next {
+        if let Some((addr, bytes, _)) = next {
             self.send(&bytes, addr);
-            self.arm(location, at, g);
-        } else {
-            self.arm(location, d, g);
         }
+        self.arm(location, at);
         match (o.purpose, response) {
             (Purpose::Command(id), None) => self.commands.acked(&device, id),
             (Purpose::Command(id), Some(resp)) => self.command_result(&device, &product, id, &resp),
@@ -922,9 +908,9 @@ impl CoapEndpoint {
         let device = a.device.clone();
         let next = self.start_next(&mut a);
         drop(a);
-        if let Some((addr, bytes, at, g)) = next {
+        if let Some((addr, bytes, at)) = next {
             self.send(&bytes, addr);
-            self.arm(location, at, g);
+            self.arm(location, at);
         }
         if let Purpose::Command(id) = o.purpose {
             self.commands.result(
@@ -1082,14 +1068,17 @@ impl CoapEndpoint {
 
     // ---- timers ---------------------------------------------------------------------------
 
-    fn on_timer(&self, location: RegistrationId, generation: u32) {
+    /// The timer entry of `location` for `at` fired.
+    fn on_timer(&self, location: RegistrationId, at: Instant) {
         let now = Instant::now();
         let Some(mut a) = self.actors.get_mut(&location) else {
             return;
         };
-        if a.timer_gen != generation {
+        if a.armed != Some(at) {
+            // Superseded by an earlier entry, which already ran.
             return;
         }
+        a.armed = None;
         let mut resend = None;
         let mut gave_up = false;
         if let Some(o) = a.outstanding.as_mut()
@@ -1097,7 +1086,7 @@ impl CoapEndpoint {
             && r.next_deadline() <= now
         {
             match r.on_timeout(now) {
-                RetransmitAction::Resend => resend = Some(o.bytes.clone()),
+                RetransmitAction::Resend => resend = Some((o.bytes.clone(), o.to)),
                 RetransmitAction::GiveUp => gave_up = true,
             }
         }
@@ -1105,7 +1094,7 @@ impl CoapEndpoint {
             // No answer after every retransmission: the device went back to sleep sooner
             // than its window said. A command stays SENT until its acknowledgement deadline.
             if let Some(o) = a.outstanding.take() {
-                self.outstanding.remove(&(a.addr, o.mid));
+                self.outstanding.remove(&(o.to, o.mid));
             }
             a.waiting.clear();
             a.awake_until = now;
@@ -1114,20 +1103,20 @@ impl CoapEndpoint {
         if a.idle(now) {
             let device = a.device.clone();
             drop(a);
+            // Unless a datagram revived it meanwhile (which armed its timer again).
             self.actors
-                .remove_if(&location, |_, a| a.timer_gen == generation);
+                .remove_if(&location, |_, a| a.armed.is_none() && a.idle(now));
             self.by_device.remove_if(&device, |_, l| *l == location);
             self.metrics.hibernated();
             return;
         }
-        a.timer_gen += 1;
-        let (d, g, addr) = (a.deadline(now), a.timer_gen, a.addr);
+        let next = a.rearm(now);
         drop(a);
-        if let Some(bytes) = resend {
+        if let Some((bytes, to)) = resend {
             self.metrics.retransmission();
-            self.send(&bytes, addr);
+            self.send(&bytes, to);
         }
-        self.arm(location, d, g);
+        self.arm(location, next);
     }
 
     /// Ends registrations whose lifetime passed without an update: the record goes, the
@@ -1230,7 +1219,10 @@ impl CommandTransport for CoapEndpoint {
         for seg in ["19", "1", "0"] {
             p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
         }
-        p.add_option(CoapOption::ContentFormat, encode_uint(OCTET_STREAM as u32));
+        p.add_option(
+            CoapOption::ContentFormat,
+            message::uint_bytes(OCTET_STREAM as u32),
+        );
         p.payload = payload;
         if self.enqueue(location, p, Purpose::Command(command.command_id), None) {
             self.metrics.command_sent();
@@ -1260,25 +1252,25 @@ fn timer_loop(endpoint: Weak<CoapEndpoint>) {
         {
             let mut t = e.timers.lock();
             let now = Instant::now();
-            while let Some(Reverse((at, loc, generation))) = t.peek().copied() {
+            while let Some(Reverse((at, loc))) = t.peek().copied() {
                 if at > now || due.len() >= 4096 {
                     break;
                 }
                 t.pop();
-                due.push((loc, generation));
+                due.push((loc, at));
             }
             if due.is_empty() {
                 let wait = t
                     .peek()
-                    .map(|Reverse((at, _, _))| at.saturating_duration_since(now))
+                    .map(|Reverse((at, _))| at.saturating_duration_since(now))
                     .unwrap_or(Duration::from_secs(1))
                     .min(Duration::from_secs(1));
                 e.timer_cv.wait_for(&mut t, wait);
                 continue;
             }
         }
-        for (loc, generation) in due {
-            e.on_timer(RegistrationId::from_u64(loc), generation);
+        for (loc, at) in due {
+            e.on_timer(RegistrationId::from_u64(loc), at);
         }
     }
 }
@@ -1310,35 +1302,10 @@ fn check_links(body: &[u8]) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// The values of a repeatable string option, in order.
-fn options_utf8(p: &Packet, option: CoapOption) -> Result<Vec<String>, ()> {
-    let Some(list) = p.get_option(option) else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .map(|v| String::from_utf8(v.clone()).map_err(drop))
-        .collect()
-}
-
-/// A CoAP uint option value: big-endian, without leading zero bytes.
-fn encode_uint(v: u32) -> Vec<u8> {
-    let b = v.to_be_bytes();
-    let skip = b.iter().take_while(|x| **x == 0).count();
-    b[skip..].to_vec()
-}
-
-fn empty(ty: MessageType, mid: u16) -> Vec<u8> {
-    let mut p = Packet::new();
-    p.header.set_type(ty);
-    p.header.code = MessageClass::Empty;
-    p.header.message_id = mid;
-    p.to_bytes().unwrap_or_default()
-}
-
 fn empty_ack(mid: u16) -> Vec<u8> {
-    empty(MessageType::Acknowledgement, mid)
+    message::empty_ack_bytes(mid).to_vec()
 }
 
 fn reset(mid: u16) -> Vec<u8> {
-    empty(MessageType::Reset, mid)
+    message::reset_bytes(mid).to_vec()
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use fleetgate_model::topic::RequestKind;
 
 use crate::engine::DeliverError;
-use crate::metrics::{Family, Sample};
+use crate::metrics::{Family, Sample, plain};
 
 macro_rules! labels {
     ($(#[$m:meta])* $name:ident { $($variant:ident => $label:literal,)* }) => {
@@ -366,14 +366,5 @@ fn labelled<'a>(
         help,
         counter: true,
         samples,
-    }
-}
-
-fn plain(name: &'static str, help: &'static str, counter: bool, value: f64) -> Family {
-    Family {
-        name,
-        help,
-        counter,
-        samples: vec![(vec![], value)],
     }
 }

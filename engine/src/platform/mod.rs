@@ -372,8 +372,9 @@ impl UpstreamHandler for Platform {
                     s.wake(&c.device_id);
                 }
             }
-            UpstreamEvent::Woke(w) => self.on_connected(&w.device_id),
-            UpstreamEvent::CommandStatus(_) => {}
+            // A CoAP device's desired values cannot go out as MQTT property sets: reading its
+            // shadow on every notification would be work for nothing.
+            UpstreamEvent::Woke(_) | UpstreamEvent::CommandStatus(_) => {}
             UpstreamEvent::Disconnected(d) => self.requests.forget_pushes(&d.device_id),
             UpstreamEvent::Published(p) => self.on_published(p),
         }
