@@ -21,6 +21,7 @@
 //! - [`sleepers`]: the `coap-sleepers` scenario (memory per registered, sleeping LwM2M device
 //!   and wake-to-command latency);
 //! - [`series`]: per-second time series of the reports;
+//! - [`progress`]: progress bars (indicatif) while a scenario runs;
 //! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
 //! - [`summary`]: a Markdown table comparing the reports of several servers.
 //!
@@ -34,6 +35,7 @@ pub mod lwm2m;
 pub mod mqtt;
 pub mod pool;
 pub mod procfs;
+pub mod progress;
 pub mod reconnect;
 pub mod scenario;
 pub mod series;
