@@ -41,18 +41,6 @@ fn packet(first: u8, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A CONNECT with clean session and no user name or password (a broker allowing anonymous
-/// clients, MQTT 3.1.1 §3.1).
-pub fn connect_anonymous(client_id: &str, keepalive_secs: u16) -> Vec<u8> {
-    let mut body = Vec::with_capacity(12 + client_id.len());
-    put_u16_str(&mut body, b"MQTT");
-    body.push(4);
-    body.push(0x02);
-    body.extend_from_slice(&keepalive_secs.to_be_bytes());
-    put_u16_str(&mut body, client_id.as_bytes());
-    packet(0x10, &body)
-}
-
 /// A PUBLISH (MQTT 3.1.1 §3.3); `packet_id` is used at QoS 1 only.
 pub fn publish(topic: &str, payload: &[u8], qos: u8, packet_id: u16) -> Vec<u8> {
     let mut body = Vec::with_capacity(topic.len() + payload.len() + 4);
@@ -180,22 +168,13 @@ fn decode(first: u8, body: &[u8]) -> Result<Packet, Malformed> {
     }
 }
 
-/// How a client authenticates.
-#[derive(Debug, Clone)]
-pub enum Login {
-    /// fleetgate's device authentication (spec/device-protocol.md §3.5).
-    Device(MqttCredentials),
-    /// No credentials; the client id only (a broker allowing anonymous clients).
-    Anonymous(String),
-}
-
 /// Connects from `source` to `target`, sends CONNECT and waits for CONNACK 0, all within
 /// `timeout`. Errors are short labels suitable for counting (`connack 4`, `connect:
 /// ConnectionRefused`, `timeout`).
 pub async fn connect(
     source: Ipv4Addr,
     target: SocketAddr,
-    login: &Login,
+    login: &MqttCredentials,
     keepalive_secs: u16,
     timeout: Duration,
 ) -> Result<TcpStream, String> {
@@ -208,7 +187,7 @@ pub async fn connect(
 async fn handshake(
     source: Ipv4Addr,
     target: SocketAddr,
-    login: &Login,
+    login: &MqttCredentials,
     keepalive_secs: u16,
 ) -> Result<TcpStream, String> {
     let label = |stage: &str, e: std::io::Error| format!("{stage}: {:?}", e.kind());
@@ -221,16 +200,13 @@ async fn handshake(
         .await
         .map_err(|e| label("connect", e))?;
     stream.set_nodelay(true).map_err(|e| label("nodelay", e))?;
-    let packet = match login {
-        Login::Device(c) => Connect {
-            client_id: &c.client_id,
-            username: &c.username,
-            password: &c.password,
-            keepalive_secs,
-        }
-        .encode(),
-        Login::Anonymous(id) => connect_anonymous(id, keepalive_secs),
-    };
+    let packet = Connect {
+        client_id: &login.client_id,
+        username: &login.username,
+        password: &login.password,
+        keepalive_secs,
+    }
+    .encode();
     stream
         .write_all(&packet)
         .await
@@ -304,7 +280,13 @@ mod tests {
             vec![0x82, 8, 0, 1, 0, 3, b'a', b'/', b'#', 1]
         );
         assert_eq!(
-            connect_anonymous("c", 60),
+            Connect {
+                client_id: "c",
+                username: "",
+                password: "",
+                keepalive_secs: 60,
+            }
+            .encode(),
             vec![
                 0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 1, b'c'
             ]

@@ -9,7 +9,7 @@
 use std::time::SystemTime;
 
 use hmac::{Hmac, Mac};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -75,7 +75,39 @@ pub struct MqttCredentials {
     pub password: String,
 }
 
-/// How a run derives device identities: which product, which seed, which sign type.
+/// How the devices of a scenario authenticate (the scenario key `auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Auth {
+    /// fleetgate's device authentication (spec/device-protocol.md §3.5): four-part client id,
+    /// device id as user name, HMAC password; the monitor is device 0 of the product, allowed
+    /// by the ACL rule `credentials` provisions.
+    Device,
+    /// A plain broker's user name and password (Mosquitto's password file, rumqttd's
+    /// `connections.auth`): client id and user name = the device id, password = the device's
+    /// secret (`credentials --passwords` writes the list).
+    Password,
+    /// No credentials, client id = the device id (a broker allowing anonymous clients).
+    Anonymous,
+}
+
+impl Auth {
+    /// The values the scenario key `auth` takes.
+    pub const NAMES: &[&str] = &["device", "password", "anonymous"];
+
+    /// Parses a scenario value.
+    pub fn parse(s: &str) -> Option<Auth> {
+        match s {
+            "device" => Some(Auth::Device),
+            "password" => Some(Auth::Password),
+            "anonymous" => Some(Auth::Anonymous),
+            _ => None,
+        }
+    }
+}
+
+/// How a run derives device identities: which product, which seed, which sign type, which
+/// authentication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identities {
     /// Product id of every device.
@@ -84,20 +116,52 @@ pub struct Identities {
     pub seed: u64,
     /// Sign type put in the client id (0 or 1).
     pub sign_type: u8,
+    /// How the devices authenticate.
+    pub auth: Auth,
 }
 
 impl Identities {
-    /// The credentials of the device with 1-based `index`, at time `at`.
+    /// The credentials of the device with 1-based `index` (0 = the monitor), at time `at`.
+    /// Anonymous credentials have an empty user name and password (the CONNECT then carries
+    /// neither, see [`crate::mqtt::Connect::encode`]).
     pub fn mqtt(&self, index: u64, at: SystemTime) -> MqttCredentials {
         let device = device_id(&self.product, index);
-        let stamp = hour_stamp(at);
-        let secret = secret(self.seed, &self.product, index);
-        MqttCredentials {
-            client_id: client_id(&device, self.sign_type, &stamp),
-            password: password(&secret, &stamp),
-            username: device,
+        match self.auth {
+            Auth::Device => {
+                let stamp = hour_stamp(at);
+                let secret = secret(self.seed, &self.product, index);
+                MqttCredentials {
+                    client_id: client_id(&device, self.sign_type, &stamp),
+                    password: password(&secret, &stamp),
+                    username: device,
+                }
+            }
+            Auth::Password => MqttCredentials {
+                client_id: device.clone(),
+                password: secret(self.seed, &self.product, index),
+                username: device,
+            },
+            Auth::Anonymous => MqttCredentials {
+                client_id: device,
+                username: String::new(),
+                password: String::new(),
+            },
         }
     }
+}
+
+/// The `user:password` lines of [`Auth::Password`] for devices 0 (the monitor) ..= `count`:
+/// what a plain broker's password list needs (Mosquitto: `mosquitto_passwd -U` hashes it in
+/// place; rumqttd: its `connections.auth` table).
+pub fn password_lines(product: &str, seed: u64, count: u64) -> String {
+    let mut out = String::with_capacity((count as usize + 1) * 48);
+    for index in 0..=count {
+        out.push_str(&device_id(product, index));
+        out.push(':');
+        out.push_str(&secret(seed, product, index));
+        out.push('\n');
+    }
+    out
 }
 
 /// A product entry of the provisioning file.
@@ -272,12 +336,42 @@ mod tests {
             product: "lt".into(),
             seed: 1,
             sign_type: 0,
+            auth: Auth::Device,
         };
         let at = UNIX_EPOCH + Duration::from_secs(1_575_316_800); // 2019-12-02T20:00:00Z
         let c = ids.mqtt(42, at);
         assert_eq!(c.username, "lt_n000042");
         assert_eq!(c.client_id, "lt_n000042_0_0_2019120220");
         assert_eq!(c.password, password(&secret(1, "lt", 42), "2019120220"));
+
+        let plain = Identities {
+            auth: Auth::Password,
+            ..ids.clone()
+        }
+        .mqtt(42, at);
+        assert_eq!(plain.client_id, "lt_n000042");
+        assert_eq!(plain.username, "lt_n000042");
+        assert_eq!(plain.password, secret(1, "lt", 42));
+        let lines = password_lines("lt", 1, 2);
+        assert_eq!(
+            lines,
+            format!(
+                "lt_n000000:{}\nlt_n000001:{}\nlt_n000002:{}\n",
+                secret(1, "lt", 0),
+                secret(1, "lt", 1),
+                secret(1, "lt", 2)
+            )
+        );
+
+        let anonymous = Identities {
+            auth: Auth::Anonymous,
+            ..ids
+        }
+        .mqtt(42, at);
+        assert_eq!(anonymous.client_id, "lt_n000042");
+        assert!(anonymous.username.is_empty() && anonymous.password.is_empty());
+        assert_eq!(Auth::parse("password"), Some(Auth::Password));
+        assert_eq!(Auth::parse("Password"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleetgate_loadtest::credentials::{provision_file, valid_product};
+use fleetgate_loadtest::credentials::{password_lines, provision_file, valid_product};
 use fleetgate_loadtest::idle::{self, protocol::WorkerShare};
 use fleetgate_loadtest::scenario::IdleScenario;
 use fleetgate_loadtest::scenario::{CommandScenario, TelemetryScenario};
@@ -43,6 +43,10 @@ enum Cmd {
         /// Output file (JSON).
         #[arg(long)]
         out: PathBuf,
+        /// Also writes `device_id:secret` lines for devices 0..=COUNT here: the user names and
+        /// passwords of scenarios with `auth = "password"`, for a plain broker's password list.
+        #[arg(long)]
+        passwords: Option<PathBuf>,
     },
     /// Opens COUNT authenticated MQTT connections at a paced rate, holds them idle, samples the
     /// server's memory at checkpoints. Exits 1 if fewer than COUNT were established or any was
@@ -151,6 +155,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             app_id,
             seed,
             out,
+            passwords,
         } => {
             anyhow::ensure!(
                 valid_product(&product),
@@ -164,6 +169,10 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let text = serde_json::to_string(&file)?;
             std::fs::write(&out, text + "\n")
                 .with_context(|| format!("writing {}", out.display()))?;
+            if let Some(path) = passwords {
+                std::fs::write(&path, password_lines(&product, seed, count))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
             eprintln!(
                 "wrote {count} devices of product {product} (seed {seed}) to {}",
                 out.display()

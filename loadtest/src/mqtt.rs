@@ -59,19 +59,23 @@ fn put_remaining_length(out: &mut Vec<u8>, mut len: usize) {
 }
 
 impl Connect<'_> {
-    /// The packet's bytes (MQTT 3.1.1 §3.1): protocol "MQTT" level 4, flags user name + password
-    /// + clean session (0xC2).
+    /// The packet's bytes (MQTT 3.1.1 §3.1): protocol "MQTT" level 4, flags user name, password
+    /// and clean session (0xC2); with an empty user name, clean session only (0x02) and neither
+    /// field (an anonymous client).
     pub fn encode(&self) -> Vec<u8> {
         let mut body = Vec::with_capacity(
             16 + self.client_id.len() + self.username.len() + self.password.len(),
         );
         put_str(&mut body, "MQTT");
         body.push(4); // protocol level 3.1.1
-        body.push(0x80 | 0x40 | 0x02); // user name, password, clean session
+        let anonymous = self.username.is_empty();
+        body.push(if anonymous { 0x02 } else { 0x80 | 0x40 | 0x02 }); // user name, password, clean session
         body.extend_from_slice(&self.keepalive_secs.to_be_bytes());
         put_str(&mut body, self.client_id);
-        put_str(&mut body, self.username);
-        put_str(&mut body, self.password);
+        if !anonymous {
+            put_str(&mut body, self.username);
+            put_str(&mut body, self.password);
+        }
         let mut out = Vec::with_capacity(body.len() + 5);
         out.push(0x10);
         put_remaining_length(&mut out, body.len());
@@ -229,6 +233,24 @@ mod tests {
         expected
             .extend_from_slice(b"338ce4d607e62fdca760488716216fbe0a19771874db10ce30360e5c777c3e3c");
         assert_eq!(expected.len(), 2 + 115);
+        assert_eq!(c.encode(), expected);
+    }
+
+    #[test]
+    fn an_empty_user_name_is_an_anonymous_connect() {
+        let c = Connect {
+            client_id: "lt_n000001",
+            username: "",
+            password: "",
+            keepalive_secs: 60,
+        };
+        let mut expected: Vec<u8> = vec![
+            0x10, 22, // CONNECT, remaining length 10 + 12
+            0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, //
+            0x02, // clean session only
+            0x00, 60, 0x00, 10,
+        ];
+        expected.extend_from_slice(b"lt_n000001");
         assert_eq!(c.encode(), expected);
     }
 

@@ -17,7 +17,8 @@ use crate::credentials::valid_product;
 mod reconnect;
 pub use reconnect::{MAX_PER_SOURCE, ReconnectScenario};
 mod traffic;
-pub use traffic::{Auth, CommandScenario, Fleet, MAX_ACTIVE_DEVICES, TelemetryScenario};
+pub use crate::credentials::Auth;
+pub use traffic::{CommandScenario, Fleet, MAX_ACTIVE_DEVICES, TelemetryScenario};
 
 /// Most connections one generator process holds (the hard open-file limit here is 20,000).
 pub const MAX_PER_PROCESS: u64 = 16_000;
@@ -73,6 +74,8 @@ pub struct IdleScenario {
     pub settle_secs: u64,
     /// Sign type of the client id: 0 (timestamp not checked) or 1 (checked).
     pub sign_type: u8,
+    /// How the devices authenticate (`auth`: device, password or anonymous).
+    pub auth: Auth,
     /// Connection attempts awaiting CONNACK at once, per process (keeps bursts under the
     /// listen backlog).
     pub max_inflight: u64,
@@ -96,6 +99,7 @@ const IDLE_KEYS: &[&str] = &[
     "connect_timeout_secs",
     "settle_secs",
     "sign_type",
+    "auth",
     "max_inflight",
     "slope_from",
 ];
@@ -224,6 +228,18 @@ impl Reader<'_> {
     }
 
     /// The optional `server_pid`.
+    /// The key `auth` (default "device"), one of [`Auth::NAMES`].
+    fn auth(&mut self) -> Auth {
+        let text = self.string("auth", Some("device"));
+        Auth::parse(&text).unwrap_or_else(|| {
+            self.problems.push(format!(
+                "auth: must be one of {}, got {text:?}",
+                Auth::NAMES.join(", ")
+            ));
+            Auth::Device
+        })
+    }
+
     fn server_pid(&mut self) -> Option<u32> {
         self.table
             .contains_key("server_pid")
@@ -287,6 +303,7 @@ impl IdleScenario {
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let settle_secs = r.int("settle_secs", Some(3), 0..=60);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
+        let auth = r.auth();
         let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
         let slope_from = r.int("slope_from", Some(5000), 0..=1_000_000);
         let mut problems = r.problems;
@@ -325,6 +342,7 @@ impl IdleScenario {
             connect_timeout_secs,
             settle_secs,
             sign_type,
+            auth,
             max_inflight,
             slope_from,
         })

@@ -29,26 +29,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::conn::{self, Framer, Login, Packet};
-use crate::credentials::{Identities, REPORTS_FILTER, SERVICE_ID, device_id};
+use crate::conn::{self, Framer, Packet};
+use crate::credentials::{Identities, MqttCredentials, REPORTS_FILTER, SERVICE_ID, device_id};
 use crate::procfs::{self, CpuSecs, CpuTicks};
 use crate::scenario::{Auth, Fleet, TelemetryScenario};
 use crate::series::{Second, Series};
 use crate::stats::{Percentiles, latency_histogram, percentiles};
 
 /// The login of device `index` (0 = the monitor).
-pub(crate) fn login(fleet: &Fleet, index: u64) -> Login {
-    match fleet.auth {
-        Auth::Device => Login::Device(
-            Identities {
-                product: fleet.product.clone(),
-                seed: fleet.seed,
-                sign_type: fleet.sign_type,
-            }
-            .mqtt(index, SystemTime::now()),
-        ),
-        Auth::Anonymous => Login::Anonymous(device_id(&fleet.product, index)),
+pub(crate) fn login(fleet: &Fleet, index: u64) -> MqttCredentials {
+    Identities {
+        product: fleet.product.clone(),
+        seed: fleet.seed,
+        sign_type: fleet.sign_type,
+        auth: fleet.auth,
     }
+    .mqtt(index, SystemTime::now())
 }
 
 /// Connects devices 1..=count at `connect_rate`; returns each device's stream or the label of

@@ -106,6 +106,7 @@ impl Worker {
                 product: s.product.clone(),
                 seed: s.seed,
                 sign_type: s.sign_type,
+                auth: s.auth,
             },
             scenario: s,
             share,

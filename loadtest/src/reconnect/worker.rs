@@ -177,6 +177,7 @@ impl Worker {
                 product: s.product.clone(),
                 seed: s.seed,
                 sign_type: s.sign_type,
+                auth: s.auth,
             },
             keepalive_secs: s.keepalive_secs,
             storm_timeout: Duration::from_secs(s.storm_timeout_secs),

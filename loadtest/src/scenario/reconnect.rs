@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    MAX_SOURCES, Problems, Reader, check_processes, check_product, load_text, loopback_addr,
+    Auth, MAX_SOURCES, Problems, Reader, check_processes, check_product, load_text, loopback_addr,
     table_of,
 };
 
@@ -44,6 +44,8 @@ pub struct ReconnectScenario {
     pub connect_timeout_secs: u64,
     /// Sign type of the client id: 0 (timestamp not checked) or 1 (checked).
     pub sign_type: u8,
+    /// How the devices authenticate (`auth`: device, password or anonymous).
+    pub auth: Auth,
     /// Initial connection attempts awaiting CONNACK at once, per process (the storm itself is
     /// not throttled).
     pub max_inflight: u64,
@@ -70,6 +72,7 @@ const RECONNECT_KEYS: &[&str] = &[
     "server_pid",
     "connect_timeout_secs",
     "sign_type",
+    "auth",
     "max_inflight",
     "storm_timeout_secs",
     "retry_delay_ms",
@@ -102,6 +105,7 @@ impl ReconnectScenario {
         let server_pid = r.server_pid();
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
+        let auth = r.auth();
         let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
         let storm_timeout_secs = r.int("storm_timeout_secs", Some(60), 1..=600);
         let retry_delay_ms = r.int("retry_delay_ms", Some(100), 0..=60_000);
@@ -134,6 +138,7 @@ impl ReconnectScenario {
             server_pid,
             connect_timeout_secs,
             sign_type,
+            auth,
             max_inflight,
             storm_timeout_secs,
             retry_delay_ms,

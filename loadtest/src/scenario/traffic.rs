@@ -7,21 +7,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credentials::Auth;
+
 use super::{MAX_SOURCES, Problems, Reader, check_product, load_text, loopback_addr, table_of};
 
 /// Most devices of one `telemetry` or `command-roundtrip` run (one generator process).
 pub const MAX_ACTIVE_DEVICES: u64 = 10_000;
-
-/// How the devices of an active scenario authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Auth {
-    /// fleetgate's device authentication (spec/device-protocol.md §3.5); the monitor is
-    /// device 0 of the product, allowed by the ACL rule `credentials` provisions.
-    Device,
-    /// No credentials (a plain broker such as Mosquitto with anonymous access).
-    Anonymous,
-}
 
 /// The MQTT connection settings shared by `telemetry` and `command-roundtrip`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,16 +66,7 @@ impl Fleet {
         let keepalive_secs = r.int("keepalive_secs", Some(60), 10..=1200) as u16;
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
-        let auth = match r.string("auth", Some("device")).as_str() {
-            "device" => Auth::Device,
-            "anonymous" => Auth::Anonymous,
-            other => {
-                r.problems.push(format!(
-                    "auth: must be \"device\" or \"anonymous\", got {other:?}"
-                ));
-                Auth::Device
-            }
-        };
+        let auth = r.auth();
         let server_pid = r.server_pid();
         let target = loopback_addr("target", &target_text, &mut r.problems);
         check_product(&product, &mut r.problems);
@@ -269,7 +251,7 @@ impl CommandScenario {
                 "project: {project:?} must be 1+ characters of [A-Za-z0-9_-]"
             ));
         }
-        if fleet.auth == Auth::Anonymous {
+        if fleet.auth != Auth::Device {
             r.problems.push(
                 "auth: command-roundtrip needs fleetgate's device authentication (\"device\")"
                     .to_owned(),
