@@ -1,6 +1,6 @@
 //! The little of MQTT 3.1.1 the load test speaks, written from the OASIS standard rather than
-//! taken from fleetgate: CONNECT encoding, CONNACK decoding, PINGREQ/DISCONNECT, and a packet
-//! scanner that counts what the server sends without buffering it, so that an idle connection
+//! taken from fleetgate: CONNECT encoding, CONNACK and one-filter SUBACK decoding (the
+//! SUBSCRIBE itself is [`crate::conn::subscribe`]), PINGREQ/DISCONNECT, and a packet scanner that counts what the server sends without buffering it, so that an idle connection
 //! costs the generator no read buffer. Sans-I/O; the scenario workers do the socket work.
 
 /// PINGREQ (MQTT 3.1.1 §3.12).
@@ -9,6 +9,9 @@ pub const PINGREQ: [u8; 2] = [0xC0, 0x00];
 pub const DISCONNECT: [u8; 2] = [0xE0, 0x00];
 /// Length of a CONNACK (MQTT 3.1.1 §3.2).
 pub const CONNACK_LEN: usize = 4;
+/// Length of the SUBACK to a SUBSCRIBE of one filter (MQTT 3.1.1 §3.9): fixed header (2),
+/// packet id (2), one return code.
+pub const SUBACK_LEN: usize = 5;
 
 /// Control packet types (the upper nibble of the first byte).
 pub mod packet_type {
@@ -124,6 +127,65 @@ impl ConnAck {
             },
             code => ConnAck::Refused(code),
         })
+    }
+}
+
+/// What a server answered to a SUBSCRIBE of one filter (MQTT 3.1.1 §3.9.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubAck {
+    /// Return code 0x00, 0x01 or 0x02: the maximum QoS granted.
+    Granted(u8),
+    /// Return code 0x80: the subscription failed.
+    Failure,
+}
+
+/// Why the bytes read after a SUBSCRIBE of one filter are not its SUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubAckError {
+    /// Another packet type or a remaining length other than 3 (one return code).
+    NotSubAck([u8; SUBACK_LEN]),
+    /// A SUBACK for another packet id [MQTT-3.8.4-2].
+    PacketId {
+        /// The SUBSCRIBE's packet id.
+        expected: u16,
+        /// The SUBACK's.
+        got: u16,
+    },
+    /// A reserved return code (anything but 0x00, 0x01, 0x02, 0x80) [MQTT-3.9.3-2].
+    ReturnCode(u8),
+}
+
+impl std::fmt::Display for SubAckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubAckError::NotSubAck(b) => write!(f, "expected SUBACK, got {}", hex::encode(b)),
+            SubAckError::PacketId { expected, got } => {
+                write!(f, "SUBACK for packet id {got}, expected {expected}")
+            }
+            SubAckError::ReturnCode(c) => write!(f, "SUBACK with reserved return code 0x{c:02x}"),
+        }
+    }
+}
+
+impl SubAck {
+    /// Decodes the SUBACK of a SUBSCRIBE of one filter sent with `packet_id` (MQTT 3.1.1
+    /// §3.9).
+    pub fn decode(bytes: [u8; SUBACK_LEN], packet_id: u16) -> Result<SubAck, SubAckError> {
+        if bytes[0] != 0x90 || bytes[1] != 0x03 {
+            return Err(SubAckError::NotSubAck(bytes));
+        }
+        let got = u16::from_be_bytes([bytes[2], bytes[3]]);
+        if got != packet_id {
+            return Err(SubAckError::PacketId {
+                expected: packet_id,
+                got,
+            });
+        }
+        match bytes[4] {
+            code @ 0..=2 => Ok(SubAck::Granted(code)),
+            0x80 => Ok(SubAck::Failure),
+            code => Err(SubAckError::ReturnCode(code)),
+        }
     }
 }
 
@@ -310,6 +372,51 @@ mod tests {
         );
         assert!(ConnAck::decode([0xD0, 0x00, 0x20, 0x02]).is_err());
         assert!(ConnAck::decode([0x20, 0x03, 0x00, 0x00]).is_err());
+    }
+
+    #[test]
+    fn suback_codes_are_decoded() {
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x00, 0x01, 0x01], 1),
+            Ok(SubAck::Granted(1))
+        );
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x00, 0x01, 0x00], 1),
+            Ok(SubAck::Granted(0))
+        );
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x01, 0x02, 0x02], 0x0102),
+            Ok(SubAck::Granted(2))
+        );
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x00, 0x01, 0x80], 1),
+            Ok(SubAck::Failure)
+        );
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x00, 0x02, 0x01], 1),
+            Err(SubAckError::PacketId {
+                expected: 1,
+                got: 2
+            })
+        );
+        assert_eq!(
+            SubAck::decode([0x90, 0x03, 0x00, 0x01, 0x03], 1),
+            Err(SubAckError::ReturnCode(3))
+        );
+        // A PUBLISH, and a SUBACK of two filters.
+        let e = SubAck::decode([0x30, 0x03, 0x00, 0x01, b'a'], 1).unwrap_err();
+        assert_eq!(e.to_string(), "expected SUBACK, got 3003000161");
+        assert!(SubAck::decode([0x90, 0x04, 0x00, 0x01, 0x01], 1).is_err());
+    }
+
+    #[test]
+    fn suback_answers_the_subscribe_of_conn() {
+        // The SUBSCRIBE the idle connections send (crate::conn::subscribe), byte for byte.
+        let filter = "$oc/devices/lt_n000001/sys/commands/#";
+        let mut expected = vec![0x82, 2 + 2 + 37 + 1, 0x00, 0x01, 0x00, 37];
+        expected.extend_from_slice(filter.as_bytes());
+        expected.push(0x01);
+        assert_eq!(crate::conn::subscribe(1, filter, 1), expected);
     }
 
     #[test]

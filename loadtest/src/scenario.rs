@@ -68,7 +68,8 @@ pub struct IdleScenario {
     /// Connection counts at which opening pauses and the server's memory is sampled; `count`
     /// itself is always one.
     pub checkpoints: Vec<u64>,
-    /// Seconds from connect() to CONNACK before an attempt counts as failed.
+    /// Seconds from connect() to CONNACK (to the SUBACK with `subscribe`) before an attempt
+    /// counts as failed.
     pub connect_timeout_secs: u64,
     /// Seconds to wait at a checkpoint before sampling, for the server to settle.
     pub settle_secs: u64,
@@ -76,6 +77,10 @@ pub struct IdleScenario {
     pub sign_type: u8,
     /// How the devices authenticate (`auth`: device, password or anonymous).
     pub auth: Auth,
+    /// Whether each connection, right after its CONNACK 0, subscribes at QoS 1 to its own
+    /// `$oc/devices/{device_id}/sys/commands/#` and counts as established only once a SUBACK
+    /// grants QoS 0 or 1 (the memory of an idle session with one subscription).
+    pub subscribe: bool,
     /// Connection attempts awaiting CONNACK at once, per process (keeps bursts under the
     /// listen backlog).
     pub max_inflight: u64,
@@ -100,6 +105,7 @@ const IDLE_KEYS: &[&str] = &[
     "settle_secs",
     "sign_type",
     "auth",
+    "subscribe",
     "max_inflight",
     "slope_from",
 ];
@@ -227,19 +233,40 @@ impl Reader<'_> {
         }
     }
 
-    /// The optional `server_pid`.
-    /// The key `auth` (default "device"), one of [`Auth::NAMES`].
-    fn auth(&mut self) -> Auth {
-        let text = self.string("auth", Some("device"));
-        Auth::parse(&text).unwrap_or_else(|| {
-            self.problems.push(format!(
-                "auth: must be one of {}, got {text:?}",
-                Auth::NAMES.join(", ")
-            ));
-            Auth::Device
-        })
+    /// A boolean `key`, `default` when absent.
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.get(key, false) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => *b,
+            Some(v) => {
+                let msg = format!(
+                    "{key}: must be one of true, false (a TOML boolean, unquoted), got {} {v}",
+                    v.type_str()
+                );
+                self.problems.push(msg);
+                default
+            }
+        }
     }
 
+    /// The key `auth` (default "device"), one of [`Auth::NAMES`].
+    fn auth(&mut self) -> Auth {
+        let got = match self.get("auth", false) {
+            None => return Auth::Device,
+            Some(toml::Value::String(text)) => match Auth::parse(text) {
+                Some(auth) => return auth,
+                None => format!("{text:?}"),
+            },
+            Some(v) => format!("{} {v}", v.type_str()),
+        };
+        self.problems.push(format!(
+            "auth: must be one of {}, got {got}",
+            Auth::NAMES.join(", ")
+        ));
+        Auth::Device
+    }
+
+    /// The optional `server_pid`.
     fn server_pid(&mut self) -> Option<u32> {
         self.table
             .contains_key("server_pid")
@@ -304,6 +331,7 @@ impl IdleScenario {
         let settle_secs = r.int("settle_secs", Some(3), 0..=60);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
         let auth = r.auth();
+        let subscribe = r.boolean("subscribe", false);
         let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
         let slope_from = r.int("slope_from", Some(5000), 0..=1_000_000);
         let mut problems = r.problems;
@@ -343,6 +371,7 @@ impl IdleScenario {
             settle_secs,
             sign_type,
             auth,
+            subscribe,
             max_inflight,
             slope_from,
         })
@@ -399,7 +428,44 @@ mod tests {
         assert_eq!(s.sources, 8);
         assert_eq!(s.keepalive_secs, 300);
         assert_eq!(s.server_pid, None);
+        assert_eq!(s.auth, Auth::Device);
+        assert!(!s.subscribe);
         assert_eq!(s.steps(), vec![100]);
+    }
+
+    #[test]
+    fn subscribe_and_auth_are_read() {
+        let text = format!("{MINIMAL}subscribe = true\nauth = \"password\"\n");
+        let s = IdleScenario::parse(&text).unwrap();
+        assert!(s.subscribe);
+        assert_eq!(s.auth, Auth::Password);
+        let text = format!("{MINIMAL}subscribe = false\nauth = \"anonymous\"\n");
+        let s = IdleScenario::parse(&text).unwrap();
+        assert!(!s.subscribe);
+        assert_eq!(s.auth, Auth::Anonymous);
+    }
+
+    #[test]
+    fn unknown_subscribe_and_auth_values_are_refused_with_the_accepted_ones() {
+        let text = format!("{MINIMAL}subscribe = \"yes\"\nauth = \"plain\"\n");
+        let Problems(p) = IdleScenario::parse(&text).unwrap_err();
+        assert_eq!(
+            p,
+            vec![
+                "auth: must be one of device, password, anonymous, got \"plain\"",
+                "subscribe: must be one of true, false (a TOML boolean, unquoted), got string \"yes\"",
+            ]
+        );
+        // Case matters, and a number is not a boolean.
+        let text = format!("{MINIMAL}subscribe = 1\nauth = \"Device\"\n");
+        let Problems(p) = IdleScenario::parse(&text).unwrap_err();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("auth: must be one of device, password, anonymous"));
+        assert!(
+            p[1].starts_with("subscribe: must be one of true, false"),
+            "{p:#?}"
+        );
+        assert!(p[1].ends_with("got integer 1"), "{p:#?}");
     }
 
     #[test]

@@ -139,6 +139,18 @@ fn sleepers_register_hibernate_and_get_their_commands_on_waking() {
         "exit {:?}\n{stdout}\n{stderr}",
         out.status
     );
+    // stderr is not a terminal here: each phase's progress ends in one plain line.
+    for line in [
+        "registering [",
+        "200/200 200 registered, 0 failed, 0 unfinished",
+        "hibernating [",
+        "queueing [",
+        "20/20 20 commands queued for 20 devices",
+        "waking [",
+        "20/20 20 of 20 commands received",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in\n{stderr}");
+    }
 
     let r = read_report(&json);
     assert_eq!(r["scenario_kind"], "coap-sleepers");

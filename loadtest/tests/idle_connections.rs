@@ -1,5 +1,6 @@
 //! End-to-end: `fleetgate-loadtest idle-connections` against the real `fleetgate` binary on
-//! each driver — every connection authenticates, the report is produced with the server's
+//! each driver — every connection authenticates (on io_uring also subscribing to its own
+//! command topic, which fleetgate grants at QoS 1), the report is produced with the server's
 //! memory at each checkpoint — and wrong secrets are refused with CONNACK 4.
 //!
 //! The `fleetgate` binary is not a target of this package, so it is looked up beside this
@@ -26,15 +27,19 @@ fn scenario(dir: &Path, target: &str, seed: u64, count: u64) -> PathBuf {
     path
 }
 
-fn idle_run(driver: &str) {
+fn idle_run(driver: &str, subscribe: bool) {
     let server = start_server(driver, 200, 7);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
+    let path = scenario(dir.path(), &server.mqtt, 7, 200);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(&format!("subscribe = {subscribe}\n"));
+    std::fs::write(&path, text).unwrap();
     let out = run_bounded(
         Command::new(LOADTEST)
             .arg("idle-connections")
             .arg("--scenario")
-            .arg(scenario(dir.path(), &server.mqtt, 7, 200))
+            .arg(&path)
             .arg("--server-pid")
             .arg(server.child.id().to_string())
             .arg("--json")
@@ -52,6 +57,17 @@ fn idle_run(driver: &str) {
         stdout.contains("200 established of 200 requested (0 failed)"),
         "{stdout}"
     );
+    // stderr is not a terminal here: progress comes as plain lines, each phase ending in one.
+    for line in [
+        "step 100: 100 established, 0 failed",
+        "checkpoint 100: 100 open, server VmRSS",
+        "connecting [",
+        "200/200 200 established, 0 failed in",
+        "holding [",
+        "200 open after 1 s",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in\n{stderr}");
+    }
 
     let report: serde_json::Value = read_report(&json);
     assert_eq!(report["ok"], true);
@@ -60,6 +76,19 @@ fn idle_run(driver: &str) {
     assert_eq!(c["failed"], 0, "{c}");
     assert_eq!(c["alive_after_hold"], 200, "{c}");
     assert_eq!(report["connect_latency_us"]["count"], 200);
+    assert_eq!(report["scenario"]["subscribe"], subscribe);
+    let subs = &report["subscriptions"];
+    if subscribe {
+        // fleetgate allows a device its own command topic, at the QoS asked for.
+        assert_eq!(subs["granted_qos"], serde_json::json!({"1": 200}), "{subs}");
+        assert_eq!(subs["latency_us"]["count"], 200, "{subs}");
+        assert!(
+            stdout.contains("subscriptions: 200 granted (200 at QoS 1)"),
+            "{stdout}"
+        );
+    } else {
+        assert!(subs.is_null(), "{subs}");
+    }
     let server_report = &report["server"];
     assert_eq!(server_report["pid"], server.child.id());
     let checkpoints = server_report["checkpoints"].as_array().unwrap();
@@ -83,12 +112,12 @@ fn idle_run(driver: &str) {
 
 #[test]
 fn idle_connections_authenticate_on_epoll() {
-    idle_run("epoll");
+    idle_run("epoll", false);
 }
 
 #[test]
-fn idle_connections_authenticate_on_io_uring() {
-    idle_run("io_uring");
+fn idle_connections_authenticate_and_subscribe_on_io_uring() {
+    idle_run("io_uring", true);
 }
 
 #[test]

@@ -52,6 +52,18 @@ fn every_device_reconnects_after_the_storm() {
         stdout.contains("200 reconnected of 200 dropped"),
         "{stdout}"
     );
+    // stderr is not a terminal here: progress comes as plain lines, each phase ending in one.
+    for line in [
+        "connecting [",
+        "200/200 200 established, 0 failed in",
+        "dropping 200 connections at once",
+        "storm [",
+        "200/200 over after",
+        "200 back of 200 dropped",
+        "holding [",
+    ] {
+        assert!(stderr.contains(line), "{line:?} not in\n{stderr}");
+    }
 
     let r: serde_json::Value = read_report(&json);
     assert_eq!(r["scenario_kind"], "reconnect-storm");

@@ -4,11 +4,13 @@
 //! The coordinator (this module) re-executes the binary as `processes` workers
 //! ([`worker`]), each holding its share of the connections so that no process nears the
 //! open-file limit. It moves them from checkpoint to checkpoint: every worker opens its share of
-//! the next count at its share of the rate, the coordinator waits for all, lets the server
-//! settle, and samples the server's `/proc/PID/status`. Then the connections are held idle for
+//! the next count at its share of the rate (with `subscribe`, each connection also subscribes
+//! to its own command topic), the coordinator waits for all, lets the server settle, and
+//! samples the server's `/proc/PID/status`. Then the connections are held idle for
 //! `hold_secs`, sampled once more, and closed. The [`report::IdleReport`] gives outcomes,
 //! rate, latency percentiles, memory per connection (least squares over the checkpoints) and
-//! the generator's own CPU, so a saturated generator shows.
+//! the generator's own CPU, so a saturated generator shows. Progress goes to stderr through
+//! [`Progress`]: a bar while connecting, a spinner while holding.
 //!
 //! Everything is bounded: the scenario caps counts and durations, the coordinator and every
 //! worker give up at [`IdleScenario::deadline_secs`], and workers stop when the coordinator's
@@ -25,28 +27,38 @@ use anyhow::Context;
 
 use crate::pool::{merge_reasons, record_pairs};
 use crate::procfs::{self, CpuSecs};
+use crate::progress::Progress;
 use crate::scenario::{IdleScenario, share};
 use crate::stats::{latency_histogram, percentiles};
 use protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
-use report::{Checkpoint, Connections, Generator, IdleReport, Server, Slope};
+use report::{
+    Checkpoint, Connections, Generator, IdleReport, Server, Slope, Subscriptions, auth_name,
+};
 
 type Workers = crate::pool::Workers<Event>;
 
-/// Sends `cmd(i)` to every worker `i` and waits until each has answered with an event `done`
-/// accepts, printing progress about once a second.
-fn round(
-    workers: &mut Workers,
-    cmd: impl Fn(usize) -> Command,
-    done: fn(&Event) -> bool,
-) -> anyhow::Result<Counts> {
-    workers.round(cmd, done, Duration::from_secs(1), |t| {
-        eprintln!(
-            "  … {} established, {} failed, {} in flight",
-            t.established,
-            t.failed,
-            t.inflight()
-        )
-    })
+/// How often the coordinator updates a bar from the workers' counters (they report four
+/// times a second while opening).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The message of the connecting bar.
+fn connecting(t: &Counts) -> String {
+    format!(
+        "{} established, {} failed, {} in flight",
+        t.established,
+        t.failed,
+        t.inflight()
+    )
+}
+
+/// Asks every worker for its counters.
+fn status(workers: &mut Workers) -> anyhow::Result<Counts> {
+    workers.round(
+        |_| Command::Status,
+        |ev| matches!(ev, Event::Status(_)),
+        PROGRESS_EVERY,
+        |_| {},
+    )
 }
 
 /// Samples the server's memory, with the connection count and time.
@@ -78,8 +90,18 @@ pub fn run(s: &IdleScenario) -> anyhow::Result<IdleReport> {
         checkpoints.push(sample(pid, 0, 0, started)?);
     }
     eprintln!(
-        "idle-connections: {} connections to {} at {}/s from {} source address(es) in {} process(es)",
-        s.count, s.target, s.rate, s.sources, s.processes
+        "idle-connections: {} connections to {} at {}/s from {} source address(es) in {} process(es); auth {}, {}",
+        s.count,
+        s.target,
+        s.rate,
+        s.sources,
+        s.processes,
+        auth_name(s.auth),
+        if s.subscribe {
+            "one subscription each"
+        } else {
+            "no subscription"
+        }
     );
     let init = WorkerInit {
         scenario: s.clone(),
@@ -88,62 +110,72 @@ pub fn run(s: &IdleScenario) -> anyhow::Result<IdleReport> {
     let mut workers = Workers::spawn("idle-connections", s.processes, &init, s.deadline_secs())?;
     let p = s.processes;
     let mut ramp = Duration::ZERO;
+    let bar = Progress::phase("connecting", s.count);
+    let mut reached = Counts::default();
     for step in s.steps() {
         let t0 = Instant::now();
-        let reached = round(
-            &mut workers,
+        reached = workers.round(
             |i| Command::Open {
                 until: share(step, i as u32, p),
             },
             |ev| matches!(ev, Event::Reached(_)),
+            PROGRESS_EVERY,
+            |t| bar.set(t.established + t.failed, connecting(t)),
         )?;
         ramp += t0.elapsed();
-        eprintln!(
-            "  step {step}: {} established, {} failed after {:.2} s",
+        bar.set(reached.established + reached.failed, connecting(&reached));
+        bar.note(format!(
+            "step {step}: {} established, {} failed after {:.2} s",
             reached.established,
             reached.failed,
             t0.elapsed().as_secs_f64()
-        );
+        ));
         if let Some(pid) = s.server_pid {
+            bar.message(format!(
+                "{}; settling {} s for checkpoint {step}",
+                connecting(&reached),
+                s.settle_secs
+            ));
             std::thread::sleep(Duration::from_secs(s.settle_secs));
-            let now = round(
-                &mut workers,
-                |_| Command::Status,
-                |ev| matches!(ev, Event::Status(_)),
-            )?;
+            let now = status(&mut workers)?;
             let cp = sample(pid, step, now.alive, started)?;
-            eprintln!(
-                "  checkpoint {step}: {} open, server VmRSS {} KiB",
+            bar.note(format!(
+                "checkpoint {step}: {} open, server VmRSS {} KiB",
                 now.alive,
                 cp.memory.vm_rss / 1024
-            );
+            ));
             checkpoints.push(cp);
         }
     }
+    bar.finish(format!(
+        "{} established, {} failed in {:.2} s",
+        reached.established,
+        reached.failed,
+        ramp.as_secs_f64()
+    ));
 
-    eprintln!("  holding for {} s", s.hold_secs);
+    let holding = Progress::spinner("holding");
     let hold_end = Instant::now() + Duration::from_secs(s.hold_secs);
-    while Instant::now() < hold_end {
-        std::thread::sleep(
-            hold_end
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(10)),
-        );
-        let now = round(
-            &mut workers,
-            |_| Command::Status,
-            |ev| matches!(ev, Event::Status(_)),
-        )?;
-        eprintln!(
-            "  … {} open, {} PINGREQ sent, {} PINGRESP",
-            now.alive, now.pings_sent, now.pingresps
-        );
+    let mut held = status(&mut workers)?;
+    loop {
+        let left = hold_end.saturating_duration_since(Instant::now());
+        holding.message(format!(
+            "{} open, {} PINGREQ sent, {} PINGRESP; {} s left",
+            held.alive,
+            held.pings_sent,
+            held.pingresps,
+            left.as_secs_f64().ceil()
+        ));
+        if left.is_zero() {
+            break;
+        }
+        std::thread::sleep(left.min(Duration::from_secs(1)));
+        held = status(&mut workers)?;
     }
-    let held = round(
-        &mut workers,
-        |_| Command::Status,
-        |ev| matches!(ev, Event::Status(_)),
-    )?;
+    holding.finish(format!(
+        "{} open after {} s, {} PINGREQ sent, {} PINGRESP",
+        held.alive, s.hold_secs, held.pings_sent, held.pingresps
+    ));
     let after_hold = match s.server_pid {
         Some(pid) => Some(sample(pid, s.count, held.alive, started)?),
         None => None,
@@ -185,6 +217,8 @@ fn assemble(
         ..Connections::default()
     };
     let mut hist = latency_histogram();
+    let mut suback_hist = latency_histogram();
+    let mut granted_qos = std::collections::BTreeMap::new();
     let mut workers = Vec::new();
     let mut cpu = CpuSecs::default();
     for (index, r) in reports.iter().enumerate() {
@@ -192,6 +226,10 @@ fn assemble(
         merge_reasons(&mut conns.failures, &r.failures);
         merge_reasons(&mut conns.dropped, &r.dropped);
         record_pairs(&mut hist, &r.latency_us);
+        record_pairs(&mut suback_hist, &r.suback_latency_us);
+        for (qos, n) in &r.granted_qos {
+            *granted_qos.entry(*qos).or_default() += n;
+        }
         cpu.add(&r.cpu);
         workers.push(report::Worker {
             index: index as u32,
@@ -238,6 +276,12 @@ fn assemble(
             0.0
         },
         connect_latency_us: percentiles(&hist),
+        subscriptions: s.subscribe.then(|| Subscriptions {
+            filter: worker::COMMAND_FILTER,
+            requested_qos: worker::SUBSCRIBE_QOS,
+            granted_qos,
+            latency_us: percentiles(&suback_hist),
+        }),
         server,
         generator: Generator {
             processes: s.processes,

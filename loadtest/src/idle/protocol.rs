@@ -71,9 +71,9 @@ pub enum Command {
 pub struct Counts {
     /// Connection attempts started.
     pub attempted: u64,
-    /// Attempts answered with CONNACK 0.
+    /// Attempts answered with CONNACK 0 (and with `subscribe`, a SUBACK granting QoS 0 or 1).
     pub established: u64,
-    /// Attempts that failed (refused, timed out, I/O error).
+    /// Attempts that failed (refused, timed out, I/O error, SUBSCRIBE refused).
     pub failed: u64,
     /// Established connections still open.
     pub alive: u64,
@@ -105,13 +105,19 @@ impl Counts {
 pub struct WorkerReport {
     /// Final counters.
     pub counts: Counts,
-    /// Failed attempts by reason (`connack 4`, `connect: connection refused`, `timeout`, …).
+    /// Failed attempts by reason (`connack 4`, `suback 0x80`, `connect: connection refused`,
+    /// `timeout waiting for CONNACK`, …).
     pub failures: BTreeMap<String, u64>,
     /// Established connections lost before the stop, by reason.
     pub dropped: BTreeMap<String, u64>,
     /// Connect latency (connect() to CONNACK), microseconds: `(value, count)` pairs of the
     /// worker's histogram.
     pub latency_us: Vec<(u64, u64)>,
+    /// With `subscribe`: SUBSCRIBE to SUBACK of the established connections, microseconds,
+    /// as above.
+    pub suback_latency_us: Vec<(u64, u64)>,
+    /// With `subscribe`: established connections by the QoS their SUBACK granted (0 or 1).
+    pub granted_qos: BTreeMap<u8, u64>,
     /// The worker's own CPU time.
     pub cpu: CpuSecs,
     /// The worker's own memory at the end.

@@ -1,5 +1,6 @@
-//! The result of an `idle-connections` run: what was opened and how fast, what the server's
-//! memory did at each checkpoint and per connection, and what the generator itself cost.
+//! The result of an `idle-connections` run: what was opened and how fast (and with `subscribe`,
+//! what each connection's subscription got), what the server's memory did at each checkpoint
+//! and per connection, and what the generator itself cost.
 //! Written as JSON (`--json`) for scripts and printed as text for people.
 
 use std::collections::BTreeMap;
@@ -8,7 +9,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::procfs::{CpuSecs, Memory};
-use crate::scenario::IdleScenario;
+use crate::scenario::{Auth, IdleScenario};
 use crate::stats::{Fit, Percentiles, linear_fit};
 
 /// The server's memory at one moment.
@@ -108,6 +109,20 @@ pub struct Generator {
     pub workers: Vec<Worker>,
 }
 
+/// The one subscription of every connection (`subscribe = true`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Subscriptions {
+    /// The filter, `{device_id}` standing for each connection's own device id.
+    pub filter: &'static str,
+    /// The QoS requested.
+    pub requested_qos: u8,
+    /// Established connections by the QoS their SUBACK granted (0 or 1). Refusals (0x80) are
+    /// failed attempts: `connections.failures["suback 0x80"]`.
+    pub granted_qos: BTreeMap<u8, u64>,
+    /// SUBSCRIBE to SUBACK of the established connections, microseconds.
+    pub latency_us: Percentiles,
+}
+
 /// Connection outcomes.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Connections {
@@ -115,7 +130,7 @@ pub struct Connections {
     pub requested: u64,
     /// Attempts made.
     pub attempted: u64,
-    /// CONNACK 0.
+    /// CONNACK 0, and with `subscribe` a SUBACK granting QoS 0 or 1.
     pub established: u64,
     /// Failed attempts.
     pub failed: u64,
@@ -150,6 +165,8 @@ pub struct IdleReport {
     pub connect_rate_per_sec: f64,
     /// connect() to CONNACK, microseconds.
     pub connect_latency_us: Percentiles,
+    /// With `subscribe`: what the subscriptions got; `null` without.
+    pub subscriptions: Option<Subscriptions>,
     /// The server, when its pid was given.
     pub server: Option<Server>,
     /// The generator.
@@ -158,6 +175,15 @@ pub struct IdleReport {
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// The scenario's `auth` value.
+pub fn auth_name(auth: Auth) -> &'static str {
+    match auth {
+        Auth::Device => "device",
+        Auth::Password => "password",
+        Auth::Anonymous => "anonymous",
+    }
 }
 
 impl IdleReport {
@@ -170,6 +196,18 @@ impl IdleReport {
             "idle-connections against {} ({})",
             self.scenario.target,
             if self.ok { "ok" } else { "FAILED" }
+        );
+        let _ = writeln!(
+            o,
+            "  sessions: auth {}, {}",
+            auth_name(self.scenario.auth),
+            match &self.subscriptions {
+                Some(s) => format!(
+                    "1 subscription each ({} at QoS {})",
+                    s.filter, s.requested_qos
+                ),
+                None => "no subscription (subscribe = false)".to_owned(),
+            }
         );
         let _ = writeln!(
             o,
@@ -188,6 +226,28 @@ impl IdleReport {
             "  connect rate {:.0}/s over {:.2} s; CONNACK latency µs p50 {} p90 {} p99 {} p99.9 {} max {}",
             self.connect_rate_per_sec, self.ramp_secs, l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if let Some(s) = &self.subscriptions {
+            let granted: Vec<String> = s
+                .granted_qos
+                .iter()
+                .map(|(qos, n)| format!("{n} at QoS {qos}"))
+                .collect();
+            let l = &s.latency_us;
+            let _ = writeln!(
+                o,
+                "  subscriptions: {} granted ({}); SUBACK latency µs p50 {} p90 {} p99 {} max {}",
+                s.granted_qos.values().sum::<u64>(),
+                if granted.is_empty() {
+                    "none".to_owned()
+                } else {
+                    granted.join(", ")
+                },
+                l.p50,
+                l.p90,
+                l.p99,
+                l.max
+            );
+        }
         let _ = writeln!(
             o,
             "  pings: {} PINGREQ sent, {} PINGRESP received",

@@ -1,7 +1,9 @@
 //! A worker process of `idle-connections`: opens its share of the connections at its share of
-//! the rate, each bound to one of the source addresses, authenticates them, and holds them idle
-//! (PINGREQ every keep-alive) until told to stop. One current-thread tokio runtime; one small
-//! task per connection, holding no read buffer between packets beyond a 64-byte stack array.
+//! the rate, each bound to one of the source addresses, authenticates them, with `subscribe`
+//! subscribes each to its own command topic, and holds them idle (PINGREQ every keep-alive)
+//! until told to stop. One current-thread tokio runtime; one small task per connection, holding
+//! no read buffer between packets beyond a 64-byte stack array (the subscription's filter and
+//! packet exist only until its SUBACK).
 //!
 //! Started by the coordinator (`idle-connections --worker I/P`), which feeds it commands on
 //! standard input and reads events from its standard output.
@@ -19,8 +21,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport, WorkerShare};
-use crate::credentials::{Identities, MqttCredentials};
-use crate::mqtt::{CONNACK_LEN, ConnAck, Connect, DISCONNECT, PINGREQ, Scanner, packet_type};
+use crate::credentials::{Identities, MqttCredentials, device_id};
+use crate::mqtt::{
+    CONNACK_LEN, ConnAck, Connect, DISCONNECT, PINGREQ, SUBACK_LEN, Scanner, SubAck, packet_type,
+};
 use crate::procfs;
 use crate::scenario::{IdleScenario, share};
 use crate::stats::latency_histogram;
@@ -47,11 +51,34 @@ struct Shared {
     pingresps: AtomicU64,
 }
 
+/// The packet id of the one SUBSCRIBE of a connection.
+const SUBSCRIBE_PACKET_ID: u16 = 1;
+/// The QoS each connection subscribes at.
+pub const SUBSCRIBE_QOS: u8 = 1;
+/// The filter each connection subscribes to with `subscribe = true`, `{device_id}` standing for
+/// its own device id (as the report shows it).
+pub const COMMAND_FILTER: &str = "$oc/devices/{device_id}/sys/commands/#";
+
+/// The command topic filter of one device: [`COMMAND_FILTER`] for `device_id` (fleetgate
+/// allows a device this filter, spec/device-protocol.md; plain brokers allow anything).
+pub fn command_filter(device_id: &str) -> String {
+    format!("$oc/devices/{device_id}/sys/commands/#")
+}
+
+/// How a connection got established.
+#[derive(Debug, Clone, Copy)]
+struct Established {
+    /// connect() to CONNACK 0, microseconds.
+    connack_us: u64,
+    /// With `subscribe`: SUBSCRIBE to SUBACK, microseconds, and the QoS granted (0 or 1).
+    suback: Option<(u64, u8)>,
+}
+
 /// What a connection task reports to the worker loop.
 #[derive(Debug)]
 enum ConnEvent {
-    /// CONNACK 0 after this many microseconds.
-    Established(u64),
+    /// CONNACK 0 (and with `subscribe`, a SUBACK granting QoS 0 or 1).
+    Established(Established),
     /// The attempt failed.
     Failed(String),
     /// An established connection was lost before the stop.
@@ -95,6 +122,8 @@ struct Worker {
     failures: BTreeMap<String, u64>,
     dropped: BTreeMap<String, u64>,
     histogram: hdrhistogram::Histogram<u64>,
+    suback_histogram: hdrhistogram::Histogram<u64>,
+    granted_qos: BTreeMap<u8, u64>,
     shared: Arc<Shared>,
 }
 
@@ -115,6 +144,8 @@ impl Worker {
             failures: BTreeMap::new(),
             dropped: BTreeMap::new(),
             histogram: latency_histogram(),
+            suback_histogram: latency_histogram(),
+            granted_qos: BTreeMap::new(),
             shared: Arc::new(Shared::default()),
         }
     }
@@ -129,10 +160,14 @@ impl Worker {
 
     fn on_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Established(us) => {
+            ConnEvent::Established(e) => {
                 self.counts.established += 1;
                 self.counts.alive += 1;
-                let _ = self.histogram.record(us.max(1));
+                let _ = self.histogram.record(e.connack_us.max(1));
+                if let Some((us, qos)) = e.suback {
+                    let _ = self.suback_histogram.record(us.max(1));
+                    *self.granted_qos.entry(qos).or_default() += 1;
+                }
             }
             ConnEvent::Failed(reason) => {
                 self.counts.failed += 1;
@@ -186,7 +221,8 @@ impl Worker {
                         let g = self.counts.attempted * p + u64::from(self.share.index);
                         let spec = ConnSpec { source: s.source((g % u64::from(s.sources)) as u32), ..spec.clone() };
                         let creds = self.ids.mqtt(g + 1, SystemTime::now());
-                        tokio::spawn(connection(spec, creds, ev_tx.clone(), Arc::clone(&self.shared), stop_rx.clone()));
+                        let filter = s.subscribe.then(|| command_filter(&device_id(&s.product, g + 1)));
+                        tokio::spawn(connection(spec, creds, filter, ev_tx.clone(), Arc::clone(&self.shared), stop_rx.clone()));
                         self.counts.attempted += 1;
                     }
                 }
@@ -210,15 +246,18 @@ impl Worker {
         let cpu = procfs::cpu_ticks("self")
             .map(|t| procfs::CpuSecs::from_ticks(t.user, t.system))
             .unwrap_or_default();
+        let pairs = |h: &hdrhistogram::Histogram<u64>| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        };
         let report = WorkerReport {
             counts: self.snapshot(),
             failures: std::mem::take(&mut self.failures),
             dropped: std::mem::take(&mut self.dropped),
-            latency_us: self
-                .histogram
-                .iter_recorded()
-                .map(|v| (v.value_iterated_to(), v.count_at_value()))
-                .collect(),
+            latency_us: pairs(&self.histogram),
+            suback_latency_us: pairs(&self.suback_histogram),
+            granted_qos: std::mem::take(&mut self.granted_qos),
             cpu,
             memory: procfs::memory(std::process::id()).unwrap_or_default(),
         };
@@ -274,39 +313,111 @@ pub(crate) async fn handshake(
     }
 }
 
-/// One connection: handshake within the timeout, then idle until stopped or lost.
-async fn connection(
+/// Subscribes an established connection to `filter` at QoS 1 and reads the SUBACK (MQTT 3.1.1
+/// §3.8, §3.9) into a stack array; returns the granted QoS (0 or 1) or a stable failure label
+/// (`suback 0x80` for a refusal).
+async fn subscribe(stream: &mut TcpStream, filter: &str) -> Result<u8, String> {
+    let packet = crate::conn::subscribe(SUBSCRIBE_PACKET_ID, filter, SUBSCRIBE_QOS);
+    stream
+        .write_all(&packet)
+        .await
+        .map_err(|e| label("write SUBSCRIBE", &e))?;
+    drop(packet);
+    let mut ack = [0u8; SUBACK_LEN];
+    stream
+        .read_exact(&mut ack)
+        .await
+        .map_err(|e| label("read SUBACK", &e))?;
+    match SubAck::decode(ack, SUBSCRIBE_PACKET_ID) {
+        Ok(SubAck::Granted(qos)) if qos <= SUBSCRIBE_QOS => Ok(qos),
+        Ok(SubAck::Granted(qos)) => Err(format!(
+            "suback granted QoS {qos} above the {SUBSCRIBE_QOS} requested"
+        )),
+        Ok(SubAck::Failure) => Err("suback 0x80".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Handshake (and with a `filter`, the subscription) within `spec.timeout` of the connect().
+async fn establish(
     spec: ConnSpec,
     creds: MqttCredentials,
+    filter: Option<String>,
+) -> Result<(TcpStream, Established), String> {
+    let start = Instant::now();
+    let deadline = start + spec.timeout;
+    let keepalive_secs = u16::try_from(spec.keepalive.as_secs()).unwrap_or(u16::MAX);
+    let handshake = handshake(&spec, creds, keepalive_secs);
+    let mut stream = match tokio::time::timeout_at(deadline, handshake).await {
+        Ok(result) => result?,
+        Err(_) => return Err("timeout waiting for CONNACK".into()),
+    };
+    let connack_us = micros(start.elapsed());
+    let Some(filter) = filter else {
+        return Ok((
+            stream,
+            Established {
+                connack_us,
+                suback: None,
+            },
+        ));
+    };
+    let sent = Instant::now();
+    let qos = match tokio::time::timeout_at(deadline, subscribe(&mut stream, &filter)).await {
+        Ok(result) => result?,
+        Err(_) => return Err("timeout waiting for SUBACK".into()),
+    };
+    Ok((
+        stream,
+        Established {
+            connack_us,
+            suback: Some((micros(sent.elapsed()), qos)),
+        },
+    ))
+}
+
+/// A duration in whole microseconds (saturating); the `reconnect-storm` workers use it too.
+pub(crate) fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One connection: handshake (and subscription) within the timeout, then idle until stopped or
+/// lost. The establishing part (socket set-up, credentials, CONNECT, the subscription's filter
+/// and packets) is a separate boxed future, freed once it is done: the task that lives through
+/// the hold keeps only what [`idle`] needs.
+fn connection(
+    spec: ConnSpec,
+    creds: MqttCredentials,
+    filter: Option<String>,
     events: mpsc::Sender<ConnEvent>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
-) {
-    let start = Instant::now();
-    let keepalive_secs = u16::try_from(spec.keepalive.as_secs()).unwrap_or(u16::MAX);
-    let stream =
-        match tokio::time::timeout(spec.timeout, handshake(&spec, creds, keepalive_secs)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(reason)) => {
+) -> impl Future<Output = ()> {
+    let keepalive = spec.keepalive;
+    let establishing = Box::pin(establish(spec, creds, filter));
+    async move {
+        let stream = match establishing.await {
+            Ok((stream, established)) => {
+                if events
+                    .send(ConnEvent::Established(established))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                stream
+            }
+            Err(reason) => {
                 let _ = events.send(ConnEvent::Failed(reason)).await;
                 return;
             }
-            Err(_) => {
-                let _ = events
-                    .send(ConnEvent::Failed("timeout waiting for CONNACK".into()))
-                    .await;
-                return;
-            }
         };
-    let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    if events.send(ConnEvent::Established(micros)).await.is_err() {
-        return;
+        let end = match idle(stream, keepalive, &shared, &mut stop).await {
+            Some(reason) => ConnEvent::Dropped(reason),
+            None => ConnEvent::Closed,
+        };
+        let _ = events.send(end).await;
     }
-    let end = match idle(stream, spec.keepalive, &shared, &mut stop).await {
-        Some(reason) => ConnEvent::Dropped(reason),
-        None => ConnEvent::Closed,
-    };
-    let _ = events.send(end).await;
 }
 
 /// Holds an established connection: PINGREQ every keep-alive, count what arrives. Returns why
@@ -350,5 +461,50 @@ async fn idle(
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_filter_is_the_devices_own() {
+        assert_eq!(
+            command_filter("lt_n000042"),
+            "$oc/devices/lt_n000042/sys/commands/#"
+        );
+        assert_eq!(
+            command_filter("{device_id}"),
+            COMMAND_FILTER,
+            "the documented filter and the one sent agree"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_task_stays_small() {
+        // The task of one idle connection is this future (plus tokio's task header). Its
+        // establishing state (credentials, the subscription's filter, the handshake) lives in
+        // a boxed future freed once established, so subscribing costs an idle connection
+        // nothing: no larger than the 912 bytes (debug build) of the task before subscriptions
+        // existed.
+        let (events, _rx) = mpsc::channel(1);
+        let (_stop_tx, stop) = watch::channel(false);
+        let spec = ConnSpec::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 1)), 60, 1);
+        let creds = MqttCredentials {
+            client_id: String::new(),
+            username: String::new(),
+            password: String::new(),
+        };
+        let task = connection(
+            spec,
+            creds,
+            Some(command_filter("lt_n000001")),
+            events,
+            Arc::new(Shared::default()),
+            stop,
+        );
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 912, "{size} bytes");
     }
 }

@@ -11,7 +11,8 @@
 //! every 100 ms until every worker reports its devices back (or given up at
 //! `storm_timeout_secs`). The [`report::ReconnectReport`] gives the recovery milestones, the
 //! auth rate, CONNACK latency, refusals by code, a per-100-ms series, the server's CPU and the
-//! generator's own.
+//! generator's own. Progress goes to stderr through [`Progress`]: bars while connecting and
+//! during the storm, spinners while holding.
 //!
 //! Everything is bounded: the scenario caps counts and durations, the coordinator and every
 //! worker give up at [`ReconnectScenario::deadline_secs`], and workers stop when the
@@ -28,12 +29,41 @@ use anyhow::Context;
 
 use crate::pool::{merge_reasons, record_pairs};
 use crate::procfs::{self, CpuSecs, CpuTicks};
+use crate::progress::Progress;
 use crate::scenario::ReconnectScenario;
 use crate::stats::{latency_histogram, percentiles};
 use protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
 use report::{CpuPoint, Generator, Initial, Milestones, ReconnectReport, SERIES_STEP_MS, Storm};
 
 type Workers = crate::pool::Workers<Event>;
+
+/// How often the coordinator updates a bar while connecting (workers report four times a
+/// second).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// The message of the storm bar.
+fn storm_message(t: &Counts) -> String {
+    format!(
+        "{} back of {} dropped, {} failed attempts, {} gave up",
+        t.reconnected, t.dropped, t.storm_failed_attempts, t.gave_up
+    )
+}
+
+/// Holds for `secs` under a "holding" spinner saying `what`, then asks every worker for its
+/// counters.
+fn hold(workers: &mut Workers, secs: u64, what: &str) -> anyhow::Result<Counts> {
+    let spinner = Progress::spinner("holding");
+    spinner.message(format!("{secs} s {what}"));
+    std::thread::sleep(Duration::from_secs(secs));
+    let now = workers.round(
+        |_| Command::Status,
+        |ev| matches!(ev, Event::Status(_)),
+        Duration::from_secs(1),
+        |_| {},
+    )?;
+    spinner.finish(format!("{} open after {secs} s", now.alive));
+    Ok(now)
+}
 
 fn unix_us(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
@@ -65,8 +95,13 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
     let started = Instant::now();
     let started_unix = unix_us(SystemTime::now()) / 1_000_000;
     eprintln!(
-        "reconnect-storm: {} devices to {} at {}/s from {} source address(es) in {} process(es)",
-        s.count, s.target, s.rate, s.sources, s.processes
+        "reconnect-storm: {} devices to {} at {}/s from {} source address(es) in {} process(es); auth {}",
+        s.count,
+        s.target,
+        s.rate,
+        s.sources,
+        s.processes,
+        crate::idle::report::auth_name(s.auth)
     );
     let server_ticks = || {
         s.server_pid
@@ -81,35 +116,28 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
         deadline_secs: s.deadline_secs(),
     };
     let mut workers = Workers::spawn("reconnect-storm", s.processes, &init, s.deadline_secs())?;
-    let progress = |what: &str| {
-        let what = what.to_owned();
-        move |t: &Counts| {
-            eprintln!(
-                "  … {what}: {} open, {} back of {} dropped, {} failed attempts",
-                t.alive, t.reconnected, t.dropped, t.storm_failed_attempts
-            )
-        }
-    };
 
     let t0 = Instant::now();
+    let bar = Progress::phase("connecting", s.count);
     let reached = workers.round(
         |_| Command::Open,
         |ev| matches!(ev, Event::Reached(_)),
-        Duration::from_secs(1),
-        progress("connecting"),
+        PROGRESS_EVERY,
+        |t| {
+            bar.set(
+                t.established + t.failed,
+                format!("{} established, {} failed", t.established, t.failed),
+            )
+        },
     )?;
     let ramp_secs = t0.elapsed().as_secs_f64();
-    eprintln!(
-        "  {} established, {} failed after {ramp_secs:.2} s; holding {} s",
-        reached.established, reached.failed, s.hold_secs
+    let done = format!(
+        "{} established, {} failed in {ramp_secs:.2} s",
+        reached.established, reached.failed
     );
-    std::thread::sleep(Duration::from_secs(s.hold_secs));
-    let before = workers.round(
-        |_| Command::Status,
-        |ev| matches!(ev, Event::Status(_)),
-        Duration::from_secs(1),
-        |_| {},
-    )?;
+    bar.set(reached.established + reached.failed, done.clone());
+    bar.finish(done);
+    let before = hold(&mut workers, s.hold_secs, "before the storm")?;
 
     // The storm: every worker drops at `at`. The server's CPU is read just before the command
     // goes out (so the baseline includes up to 200 ms of the idle server) and about every
@@ -117,10 +145,10 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
     let server_before = server_ticks();
     let at = SystemTime::now() + Duration::from_millis(200);
     let at_instant = Instant::now() + Duration::from_millis(200);
-    eprintln!("  dropping {} connections at once", before.alive);
+    let bar = Progress::phase("storm", before.alive);
+    bar.note(format!("dropping {} connections at once", before.alive));
     let mut series = Vec::new();
-    let mut last_print = Instant::now();
-    workers.round(
+    let recovered = workers.round(
         |_| Command::Storm {
             at_unix_us: unix_us(at),
         },
@@ -136,10 +164,7 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
                     cpu_secs: cpu_since(base, ticks).total(),
                 });
             }
-            if last_print.elapsed() >= Duration::from_secs(1) {
-                progress("storm")(t);
-                last_print = now;
-            }
+            bar.set(t.reconnected, storm_message(t));
         },
     )?;
     let storm_secs = at_instant.elapsed().as_secs_f64();
@@ -147,16 +172,15 @@ pub fn run(s: &ReconnectScenario) -> anyhow::Result<ReconnectReport> {
         (Some(a), Some(b)) => Some(cpu_since(a, b)),
         _ => None,
     };
-    eprintln!(
-        "  storm over after {storm_secs:.2} s; holding {} s",
-        s.hold_after_secs
-    );
-    std::thread::sleep(Duration::from_secs(s.hold_after_secs));
-    let after = workers.round(
-        |_| Command::Status,
-        |ev| matches!(ev, Event::Status(_)),
-        Duration::from_secs(1),
-        |_| {},
+    bar.set(recovered.reconnected, storm_message(&recovered));
+    bar.finish(format!(
+        "over after {storm_secs:.2} s: {}",
+        storm_message(&recovered)
+    ));
+    let after = hold(
+        &mut workers,
+        s.hold_after_secs,
+        "after the storm (late losses)",
     )?;
     let reports = workers.stop(&Command::Stop)?;
     Ok(assemble(

@@ -239,8 +239,9 @@ impl ReconnectReport {
         let st = &self.storm;
         let _ = writeln!(
             o,
-            "reconnect-storm against {} ({})",
+            "reconnect-storm against {}, auth {} ({})",
             self.scenario.target,
+            crate::idle::report::auth_name(self.scenario.auth),
             if self.ok { "ok" } else { "FAILED" }
         );
         let _ = writeln!(

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport};
 use crate::credentials::Identities;
 use crate::idle::protocol::WorkerShare;
-use crate::idle::worker::{ConnSpec, handshake};
+use crate::idle::worker::{ConnSpec, handshake, micros};
 use crate::mqtt::{DISCONNECT, PINGREQ, Scanner};
 use crate::pool::emit_line;
 use crate::procfs::{self, CpuSecs, CpuTicks};
@@ -292,10 +292,6 @@ impl Worker {
         };
         emit(&Event::Final(Box::new(report)));
     }
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// One handshake within the timeout: the stream and its latency, or a failure label.

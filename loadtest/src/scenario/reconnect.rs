@@ -182,6 +182,43 @@ mod tests {
         assert_eq!(s.storm_timeout_secs, 60);
         assert_eq!(s.retry_delay_ms, 100);
         assert_eq!(s.server_pid, None);
+        assert_eq!(s.auth, Auth::Device);
+    }
+
+    #[test]
+    fn auth_is_read_and_unknown_values_are_refused_with_the_accepted_ones() {
+        for (name, auth) in [
+            ("device", Auth::Device),
+            ("password", Auth::Password),
+            ("anonymous", Auth::Anonymous),
+        ] {
+            let s = ReconnectScenario::parse(&format!("{MINIMAL}auth = \"{name}\"\n")).unwrap();
+            assert_eq!(s.auth, auth);
+        }
+        let Problems(p) =
+            ReconnectScenario::parse(&format!("{MINIMAL}auth = \"plain\"\n")).unwrap_err();
+        assert_eq!(
+            p,
+            vec!["auth: must be one of device, password, anonymous, got \"plain\""]
+        );
+        let Problems(p) = ReconnectScenario::parse(&format!("{MINIMAL}auth = true\n")).unwrap_err();
+        assert_eq!(
+            p,
+            vec!["auth: must be one of device, password, anonymous, got boolean true"]
+        );
+    }
+
+    #[test]
+    fn subscribe_is_an_idle_connections_key_only() {
+        // reconnect-storm devices hold no subscription: the key is refused, naming the known ones.
+        let Problems(p) =
+            ReconnectScenario::parse(&format!("{MINIMAL}subscribe = true\n")).unwrap_err();
+        assert_eq!(p.len(), 1, "{p:#?}");
+        assert!(
+            p[0].starts_with("subscribe: unknown key (known: target,"),
+            "{p:#?}"
+        );
+        assert!(p[0].contains("auth,"), "{p:#?}");
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //!    new port) and waits for the commands: wake-to-command latency from the fleet;
 //! 4. writes a JSON report with a per-second series and the generator's own CPU.
 //!
+//! Progress goes to stderr through [`Progress`]: bars while registering, queueing and waking,
+//! a spinner while waiting for hibernation, phase results as lasting lines.
+//!
 //! Devices must be provisioned beforehand (product `nbwm`, protocol CoAP, codec
 //! `watermeter-v1`: see [`provision_file`]) and the server's `engine.lwm2m.awake_window_secs`
 //! given as `server_awake_window_secs`. Bounded by `duration_secs`; loopback only.
@@ -33,6 +36,7 @@ pub use scenario::{MAX_SOCKETS, MAX_WAKE, SleepersScenario};
 
 use crate::lwm2m::{Fleet, FleetConfig, FleetCounters, Pacing, PhaseReport, WakeBy, node_id};
 use crate::procfs::{self, CpuSecs, Memory};
+use crate::progress::Progress;
 use crate::series::Second;
 use crate::stats::{Percentiles, percentiles};
 use crate::telemetry::{cpu_diff, server_ticks};
@@ -384,6 +388,24 @@ pub fn choose(n: u32, k: u32, seed: u64) -> Vec<u32> {
 /// The series' readings (the rest are counts per second).
 const GAUGES: &[&str] = &["fleet_awake", "server_awake", "server_rss_kib"];
 
+/// What the progress display of the current phase shows, from the fleet's counters.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    /// Registrations answered (ok or failed) of all devices.
+    Register,
+    /// The server's awake devices, while waiting for hibernation.
+    Hibernate,
+    /// Commands received since the wake phase started, of those queued.
+    Wake {
+        /// The fleet's command count before the wakes.
+        commands_before: u64,
+        /// The fleet's wake count before the wakes.
+        wakes_before: u64,
+        /// Devices to wake.
+        devices: u64,
+    },
+}
+
 /// What the sampler keeps between seconds.
 struct Sampler<'a> {
     fleet: &'a Fleet,
@@ -395,6 +417,8 @@ struct Sampler<'a> {
     waking: bool,
     series: Vec<Second>,
     last_awake: Option<(u64, u64)>,
+    /// The current phase's bar or spinner, updated at every sample.
+    bar: Option<(Progress, View)>,
 }
 
 impl Sampler<'_> {
@@ -435,16 +459,7 @@ impl Sampler<'_> {
             }
             self.last_hist = Some(h);
         }
-        if t.is_multiple_of(10) {
-            eprintln!(
-                "  … {t} s: {} registered, {} failed, {} commands, {} awake here, server awake {:?}",
-                c.registered,
-                c.register_failed,
-                c.commands,
-                c.awake,
-                self.last_awake.map(|a| a.0)
-            );
-        }
+        self.show(&c);
         self.last = c;
         while self.series.len() as u64 <= t {
             let t = self.series.len() as u64;
@@ -463,6 +478,53 @@ impl Sampler<'_> {
             }
         }
         slot.p99_us = slot.p99_us.max(p99);
+    }
+
+    /// Updates the current phase's bar from the fleet's counters `c`.
+    fn show(&self, c: &FleetCounters) {
+        let Some((bar, view)) = &self.bar else {
+            return;
+        };
+        let server = self
+            .last_awake
+            .map_or_else(|| "?".to_owned(), |(awake, _)| awake.to_string());
+        match *view {
+            View::Register => bar.set(
+                c.registered + c.register_failed,
+                format!(
+                    "{} registered, {} failed, {} awake here, server awake {server}",
+                    c.registered, c.register_failed, c.awake
+                ),
+            ),
+            View::Hibernate => {
+                bar.message(format!("server awake {server}, {} awake here", c.awake));
+            }
+            View::Wake {
+                commands_before,
+                wakes_before,
+                devices,
+            } => bar.set(
+                c.commands.saturating_sub(commands_before),
+                format!(
+                    "commands received; {} of {devices} devices woken, {} timeouts",
+                    c.wakes.saturating_sub(wakes_before),
+                    c.timeouts
+                ),
+            ),
+        }
+    }
+
+    /// Starts a phase: a bar or spinner shown at every sample.
+    fn start(&mut self, bar: Progress, view: View) {
+        self.bar = Some((bar, view));
+        self.show(&self.fleet.counters());
+    }
+
+    /// Ends the current phase with a lasting line.
+    fn finish(&mut self, message: String) {
+        if let Some((bar, _)) = self.bar.take() {
+            bar.finish(message);
+        }
     }
 
     /// Samples every second until `done` is set or `until` passes.
@@ -488,11 +550,12 @@ fn sample_memory(pid: Option<u32>, t0: Instant) -> Option<Sample> {
 }
 
 /// Queues the delayed commands at `queue_rate`, retrying a 429 after its `Retry-After` (at
-/// most 5 times); returns (accepted, errors by label, 429s retried).
+/// most 5 times), counting them on `bar`; returns (accepted, errors by label, 429s retried).
 fn queue_commands(
     s: &SleepersScenario,
     api_key: &str,
     chosen: &[u32],
+    bar: &Progress,
 ) -> (u64, BTreeMap<String, u64>, u64) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -561,6 +624,11 @@ fn queue_commands(
                 None => ok += 1,
                 Some(l) => *errors.entry(l).or_default() += 1,
             }
+            let failed: u64 = errors.values().sum();
+            bar.set(
+                ok + failed,
+                format!("{ok} queued, {failed} refused, {retried} retried after 429"),
+            );
         }
     }
     (ok, errors, retried)
@@ -614,7 +682,12 @@ pub fn run(s: &SleepersScenario, api_key: Option<String>) -> anyhow::Result<Slee
         waking: false,
         series: Vec::new(),
         last_awake: None,
+        bar: None,
     };
+    sampler.start(
+        Progress::phase("registering", u64::from(s.devices)),
+        View::Register,
+    );
     let register_timeout = Duration::from_secs(s.register_timeout_secs())
         .min(hard_stop.saturating_duration_since(Instant::now()));
     let pacing = Pacing {
@@ -653,14 +726,16 @@ pub fn run(s: &SleepersScenario, api_key: Option<String>) -> anyhow::Result<Slee
         latency_us: percentiles(&lat.register),
         phase: register_phase,
     };
-    eprintln!(
-        "  {} registered, {} failed, {} unfinished in {:.1} s",
+    sampler.show(&fleet.counters());
+    sampler.finish(format!(
+        "{} registered, {} failed, {} unfinished in {:.1} s",
         register.phase.ok, register.phase.failed, register.phase.unfinished, register_secs
-    );
+    ));
     let after_register = sample_memory(s.server_pid, t0);
 
     // 2. Hibernation.
     let bound = (register_end + Duration::from_secs(s.hibernate_timeout_secs())).min(hard_stop);
+    sampler.start(Progress::spinner("hibernating"), View::Hibernate);
     let mut reached = false;
     let mut next = Instant::now();
     while Instant::now() < bound {
@@ -675,14 +750,17 @@ pub fn run(s: &SleepersScenario, api_key: Option<String>) -> anyhow::Result<Slee
         std::thread::sleep(Duration::from_millis(50));
     }
     let waited_secs = register_end.elapsed().as_secs_f64();
-    eprintln!(
-        "  hibernation {} after {waited_secs:.1} s (server awake {:?})",
-        if reached { "reached" } else { "not reached" },
-        sampler.last_awake.map(|a| a.0)
+    let outcome = format!(
+        "{} after {waited_secs:.1} s (server awake {})",
+        if reached { "reached" } else { "NOT reached" },
+        sampler
+            .last_awake
+            .map_or_else(|| "unknown".to_owned(), |(awake, _)| awake.to_string())
     );
     let settle_until = (Instant::now() + Duration::from_secs(s.settle_secs)).min(hard_stop);
     let never = AtomicBool::new(false);
     sampler.run_until(&never, settle_until);
+    sampler.finish(outcome);
     let after_hibernation = sample_memory(s.server_pid, t0);
     let hibernation = HibernationReport {
         reached,
@@ -699,14 +777,28 @@ pub fn run(s: &SleepersScenario, api_key: Option<String>) -> anyhow::Result<Slee
         let chosen = choose(s.devices, s.wake, s.seed);
         wake.devices = chosen.len() as u64;
         wake.commands_planned = wake.devices * u64::from(s.commands_per_device);
-        let (queued, errors, retried) = queue_commands(s, key, &chosen);
+        let queueing = Progress::phase("queueing", wake.commands_planned);
+        let (queued, errors, retried) = queue_commands(s, key, &chosen, &queueing);
+        queueing.finish(format!(
+            "{queued} commands queued for {} devices, {} refused, {retried} retried after 429",
+            chosen.len(),
+            errors.values().sum::<u64>()
+        ));
         wake.commands_queued = queued;
         wake.queue_errors = errors;
         wake.queue_retried_429 = retried;
-        eprintln!("  {queued} commands queued for {} devices", chosen.len());
         sampler.waking = true;
         sampler.last_hist = None;
-        let commands_before = fleet.counters().commands;
+        let before_wake = fleet.counters();
+        let commands_before = before_wake.commands;
+        sampler.start(
+            Progress::phase("waking", queued),
+            View::Wake {
+                commands_before,
+                wakes_before: before_wake.wakes,
+                devices: wake.devices,
+            },
+        );
         let pacing = Pacing {
             rate: s.wake_rate as f64,
             max_inflight: s.sockets,
@@ -740,6 +832,11 @@ pub fn run(s: &SleepersScenario, api_key: Option<String>) -> anyhow::Result<Slee
         let lat = fleet.latencies().context("reading the fleet's latencies")?;
         wake.wake_to_command_us = percentiles(&lat.wake_to_command);
         sampler.sample();
+        let l = &wake.wake_to_command_us;
+        sampler.finish(format!(
+            "{} of {} commands received; wake-to-command µs p50 {} p99 {}",
+            wake.commands_received, wake.commands_queued, l.p50, l.p99
+        ));
     }
     let counters = fleet.counters();
     let series = std::mem::take(&mut sampler.series);

@@ -1,6 +1,7 @@
 //! Shared by the end-to-end tests (`idle_connections`, `reconnect_storm`, `telemetry`,
-//! `command_roundtrip`): a real `fleetgate` on a temporary data directory with load-test
-//! devices provisioned, bounded child processes, and report readers.
+//! `command_roundtrip`, `peers`): a real `fleetgate` on a temporary data directory with
+//! load-test devices provisioned, a real Mosquitto broker with their passwords, bounded child
+//! processes, and report readers.
 //!
 //! The `fleetgate` binary is not a target of this package, so it is looked up beside this
 //! package's binary in the target directory (`cargo build -p fleetgate-api`; `cargo test
@@ -9,6 +10,7 @@
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -170,6 +172,137 @@ pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
         }
     }
     server
+}
+
+/// A peer program installed by `.ci/deps test` (looked up on `PATH`, then in `/usr/sbin`,
+/// where Debian puts the broker). Fails the test, never skips it, when it is missing.
+pub(crate) fn peer_bin(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: run `.ci/deps test` (it installs the Mosquitto broker and the other test peers)")
+        })
+}
+
+/// A loopback TCP port free now.
+pub(crate) fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Mosquitto broker on a free 127.0.0.1 port that admits only devices 0..=`count` of
+/// product `lt` with the passwords of `auth = "password"` (from `credentials --passwords`,
+/// hashed with `mosquitto_passwd -U`); stopped by its pid on drop, also when the test fails.
+pub(crate) struct Mosquitto {
+    pub(crate) child: Child,
+    /// `127.0.0.1:PORT`.
+    pub(crate) addr: String,
+    /// Its configuration, password file and log (taken back when a start is retried).
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Mosquitto {
+    /// Its log (errors and warnings), for failure messages.
+    pub(crate) fn log(&self) -> String {
+        self.dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.path().join("mosquitto.log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// Starts Mosquitto with `allow_anonymous false`, the password file of devices 0..=`count` of
+/// product `lt` with secrets from `seed`, `persistence false` and `max_connections -1`, and
+/// waits until it accepts connections.
+pub(crate) fn start_mosquitto(count: u64, seed: u64) -> Mosquitto {
+    let broker = peer_bin("mosquitto");
+    let passwd = peer_bin("mosquitto_passwd");
+    let mut dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .args([
+                "credentials",
+                "--count",
+                &count.to_string(),
+                "--product",
+                "lt",
+            ])
+            .args(["--seed", &seed.to_string(), "--out"])
+            .arg(dir.path().join("devices.json"))
+            .arg("--passwords")
+            .arg(&passwords),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.success(),
+        "credentials --passwords: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run_bounded(
+        Command::new(passwd).arg("-U").arg(&passwords),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "mosquitto_passwd -U: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A port free now may be taken before the broker binds it: a few tries.
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        let port = free_tcp_port();
+        let conf = dir.path().join("mosquitto.conf");
+        // Started as root, Mosquitto switches to the user `mosquitto` before reading the
+        // password file, which cannot read this private directory: `user root` keeps the
+        // test's own user (a non-root user is never switched).
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\npersistence false\nmax_connections -1\nuser root\nlog_dest stderr\nlog_type error\nlog_type warning\nconnection_messages false\n",
+                passwords.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
+        let child = Command::new(&broker)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut m = Mosquitto {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            dir: Some(dir),
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            if TcpStream::connect(&m.addr).is_ok() {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        failures.push(format!("port {port}: {}", m.log()));
+        dir = m.dir.take().unwrap();
+        // `m` is dropped here: the broker is stopped by its pid.
+    }
+    panic!("mosquitto did not start:\n{}", failures.join("\n---\n"));
 }
 
 /// Runs a command to completion, killing it past `limit`.
