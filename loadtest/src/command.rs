@@ -4,14 +4,14 @@
 //! the latency percentiles of the answered commands (HDR histogram), errors by status, the
 //! server's and the generator's CPU, and a per-second series.
 //!
-//! The devices run as tasks of one current-thread tokio runtime: each (optionally) subscribes
-//! to `$oc/devices/{id}/sys/commands/#` at QoS 1, and answers every
+//! The devices live in `processes` worker processes ([`crate::traffic`]): each (optionally)
+//! subscribes to `$oc/devices/{id}/sys/commands/#` at QoS 1, and answers every
 //! `…/sys/commands/request_id={rid}` with `{"result_code":0}` on
-//! `…/sys/commands/response/request_id={rid}`. The HTTP side is `concurrency` threads with
-//! blocking `ureq` clients sharing one connection pool (ureq is the workspace's HTTP client,
-//! without TLS); command number `g` goes to connected device `g mod n` and is due at
-//! `t0 + g / rate` (a thread that falls behind sends at once; latency is measured from the
-//! actual send).
+//! `…/sys/commands/response/request_id={rid}`. The coordinator (this module) keeps the HTTP
+//! side: `concurrency` threads with blocking `ureq` clients sharing one connection pool (ureq
+//! is the workspace's HTTP client, without TLS); command number `g` goes to online device
+//! `g mod n` (in device order) and is due at `t0 + g / rate` (a thread that falls behind sends
+//! at once; latency is measured from the actual send).
 //!
 //! Bounded: at most `rate * duration_secs` commands, none started after twice the planned
 //! duration, each request limited to `request_timeout_secs`, and the whole run abandoned at
@@ -19,23 +19,22 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::conn::{self, Framer, Packet};
 use crate::credentials::device_id;
 use crate::procfs::{self, CpuSecs};
+use crate::progress::Progress;
 use crate::scenario::CommandScenario;
 use crate::series::{Second, Series};
 use crate::stats::{Percentiles, latency_histogram, percentiles};
-use crate::telemetry::{Devices, connect_online, cpu_diff, run_within, server_ticks, subscribe};
+use crate::telemetry::{Devices, cpu_diff, server_ticks, unix_us};
+use crate::traffic::protocol::{Command, Event, Job};
+use crate::traffic::{self, TICK, WorkerCost};
 
 /// The response topic of a command topic, if it is one:
 /// `$oc/devices/{id}/sys/commands/request_id={rid}` →
@@ -44,67 +43,6 @@ pub fn response_topic(topic: &str) -> Option<String> {
     let (head, rid) = topic.split_once("/sys/commands/request_id=")?;
     (head.starts_with("$oc/devices/") && !rid.is_empty() && !rid.contains('/'))
         .then(|| format!("{head}/sys/commands/response/request_id={rid}"))
-}
-
-/// One device: answers every command until `stop` turns true.
-async fn responder(
-    mut stream: TcpStream,
-    mut framer: Framer,
-    answered: Arc<AtomicU64>,
-    keepalive_secs: u16,
-    mut stop: watch::Receiver<bool>,
-) -> Option<String> {
-    let mut buf = [0u8; 2048];
-    let ping_every = Duration::from_secs(u64::from(keepalive_secs) / 2);
-    let mut last_ping = tokio::time::Instant::now();
-    loop {
-        let mut out = Vec::new();
-        loop {
-            match framer.next_packet() {
-                Ok(Some(Packet::Publish {
-                    topic,
-                    qos,
-                    packet_id,
-                    ..
-                })) => {
-                    if qos > 0 {
-                        out.extend_from_slice(&conn::puback(packet_id));
-                    }
-                    if let Some(rt) = response_topic(&topic) {
-                        out.extend_from_slice(&conn::publish(&rt, b"{\"result_code\":0}", 0, 0));
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(e) => return Some(e.0),
-            }
-        }
-        if !out.is_empty()
-            && let Err(e) = stream.write_all(&out).await
-        {
-            return Some(format!("send: {:?}", e.kind()));
-        }
-        tokio::select! {
-            r = stream.read(&mut buf) => match r {
-                Ok(0) => return Some("closed by the server".into()),
-                Ok(k) => framer.feed(&buf[..k]),
-                Err(e) => return Some(format!("read: {:?}", e.kind())),
-            },
-            r = stop.changed() => {
-                if r.is_err() || *stop.borrow() {
-                    let _ = stream.write_all(&crate::mqtt::DISCONNECT).await;
-                    return None;
-                }
-            }
-            () = tokio::time::sleep_until(last_ping + ping_every) => {
-                if let Err(e) = stream.write_all(&crate::mqtt::PINGREQ).await {
-                    return Some(format!("send: {:?}", e.kind()));
-                }
-                last_ping = tokio::time::Instant::now();
-            }
-        }
-    }
 }
 
 /// Command counts.
@@ -136,15 +74,22 @@ pub struct ServerCost {
     pub ok_per_cpu_sec: f64,
 }
 
-/// The generator's cost.
+/// The generator's cost: the coordinator (the HTTP clients) and its worker processes (the
+/// devices).
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorCost {
+    /// Worker processes.
+    pub processes: u32,
     /// Wall-clock seconds of the whole run.
     pub wall_secs: f64,
-    /// CPU of this process over the run.
+    /// CPU of every generator process over the run: the coordinator and the workers.
     pub cpu: CpuSecs,
-    /// CPU over the sending window divided by its length.
+    /// CPU of every generator process over the sending window divided by its length.
     pub cores_busy_sending: f64,
+    /// The coordinator's own CPU (the HTTP clients) over the run.
+    pub coordinator_cpu: CpuSecs,
+    /// Each worker process.
+    pub workers: Vec<WorkerCost>,
 }
 
 /// The JSON report of a `command-roundtrip` run.
@@ -172,8 +117,8 @@ pub struct CommandReport {
     pub server: Option<ServerCost>,
     /// The generator's CPU.
     pub generator: GeneratorCost,
-    /// Per second since the first command: `ok`, `errors`, `p99_us` (of the successes that
-    /// completed in that second).
+    /// Per second since the first command: `ok`, `errors`, `p50_us`, `p99_us` (of the
+    /// successes that completed in that second, over every HTTP client).
     pub series: Vec<Second>,
 }
 
@@ -193,7 +138,7 @@ impl CommandReport {
             c.answered_by_devices
         );
         out += &format!(
-            "  {:.0} ok/s; latency µs p50 {} p90 {} p99 {} p999 {} max {}\n",
+            "  {:.0} ok/s; latency from the send, µs: p50 {} p90 {} p99 {} p999 {} max {}\n",
             self.ok_per_sec, l.p50, l.p90, l.p99, l.p999, l.max
         );
         for (k, v) in &c.errors_by_status {
@@ -207,11 +152,13 @@ impl CommandReport {
                 s.ok_per_cpu_sec
             );
         }
+        let g = &self.generator;
         out += &format!(
-            "  generator: {:.2} CPU-s over {:.1} s ({:.2} cores busy while sending)\n",
-            self.generator.cpu.total(),
-            self.generator.wall_secs,
-            self.generator.cores_busy_sending
+            "  generator: {:.2} CPU-s over {:.1} s in {} worker process(es) and the coordinator ({:.2} cores busy while sending)\n",
+            g.cpu.total(),
+            g.wall_secs,
+            g.processes,
+            g.cores_busy_sending
         );
         for (k, v) in &self.devices.failures {
             out += &format!("  connect failure {k}: {v}\n");
@@ -229,7 +176,6 @@ struct ClientOutcome {
     ok: u64,
     errors: BTreeMap<String, u64>,
     hist: hdrhistogram::Histogram<u64>,
-    series: Series,
 }
 
 /// The label of an unsuccessful answer, or `None` for a success.
@@ -251,6 +197,7 @@ pub fn classify(status: u16, body: &str) -> Option<String> {
     }
 }
 
+/// What the HTTP threads share.
 struct HttpPlan {
     agent: ureq::Agent,
     api_key: String,
@@ -261,20 +208,32 @@ struct HttpPlan {
     command_name: String,
     t0: Instant,
     stop_at: Instant,
+    /// The next command number to take.
+    next: AtomicU64,
+    /// Counters for the progress bar.
+    sent: AtomicU64,
+    ok: AtomicU64,
+    errors: AtomicU64,
+    /// Set when the run fails elsewhere: the threads stop taking commands.
+    abort: AtomicBool,
+    /// Every thread's successes, so that each second's percentiles cover them all.
+    series: Mutex<Series>,
 }
 
-fn client(plan: &HttpPlan, next: &AtomicU64) -> ClientOutcome {
+fn client(plan: &HttpPlan) -> ClientOutcome {
     let mut o = ClientOutcome {
         sent: 0,
         ok: 0,
         errors: BTreeMap::new(),
         hist: latency_histogram(),
-        series: Series::new(),
     };
     let auth = format!("Bearer {}", plan.api_key);
     let n = plan.urls.len() as u64;
     loop {
-        let g = next.fetch_add(1, Ordering::Relaxed);
+        if plan.abort.load(Ordering::Relaxed) {
+            break;
+        }
+        let g = plan.next.fetch_add(1, Ordering::Relaxed);
         if g >= plan.planned {
             break;
         }
@@ -283,7 +242,7 @@ fn client(plan: &HttpPlan, next: &AtomicU64) -> ClientOutcome {
             break;
         }
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        if Instant::now() >= plan.stop_at {
+        if Instant::now() >= plan.stop_at || plan.abort.load(Ordering::Relaxed) {
             break;
         }
         let body = serde_json::json!({
@@ -295,6 +254,7 @@ fn client(plan: &HttpPlan, next: &AtomicU64) -> ClientOutcome {
         let url = &plan.urls[(g % n) as usize];
         let start = Instant::now();
         o.sent += 1;
+        plan.sent.fetch_add(1, Ordering::Relaxed);
         let result = plan
             .agent
             .post(url)
@@ -311,82 +271,86 @@ fn client(plan: &HttpPlan, next: &AtomicU64) -> ClientOutcome {
             Ok((status, text)) => classify(status, &text),
             Err(e) => Some(format!("transport: {e}")),
         };
+        let mut series = plan
+            .series
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match failure {
             None => {
                 let us = (done - start).as_micros() as u64;
                 o.ok += 1;
+                plan.ok.fetch_add(1, Ordering::Relaxed);
                 let _ = o.hist.record(us.max(1));
-                o.series.latency(sec, us);
-                o.series.add(sec, "ok", 1);
+                series.latency(sec, us);
+                series.add(sec, "ok", 1);
             }
             Some(label) => {
                 *o.errors.entry(label).or_default() += 1;
-                o.series.add(sec, "errors", 1);
+                plan.errors.fetch_add(1, Ordering::Relaxed);
+                series.add(sec, "errors", 1);
             }
         }
     }
     o
 }
 
-/// Runs the scenario within its hard deadline, with `api_key` as the bearer key.
-pub fn run(s: &CommandScenario, api_key: String) -> anyhow::Result<CommandReport> {
-    run_within(s.deadline_secs(), run_async(Arc::new(s.clone()), api_key))
+/// Runs the HTTP threads until they are done, refreshing `bar` meanwhile; a worker's failure
+/// stops them and ends the run.
+fn send_commands(
+    plan: &HttpPlan,
+    concurrency: u64,
+    workers: &mut traffic::Workers,
+    bar: &Progress,
+) -> anyhow::Result<Vec<ClientOutcome>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| scope.spawn(|| client(plan)))
+            .collect();
+        let mut failure = None;
+        while handles.iter().any(|h| !h.is_finished()) {
+            if let Err(e) = workers.next_until(Instant::now() + TICK) {
+                plan.abort.store(true, Ordering::Relaxed);
+                failure = Some(e);
+                break;
+            }
+            bar.set(
+                plan.sent.load(Ordering::Relaxed),
+                format!(
+                    "{} ok, {} errors, {} answered by devices",
+                    plan.ok.load(Ordering::Relaxed),
+                    plan.errors.load(Ordering::Relaxed),
+                    workers.total().answered
+                ),
+            );
+        }
+        let outcomes: Vec<ClientOutcome> =
+            handles.into_iter().filter_map(|h| h.join().ok()).collect();
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    })
 }
 
-async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<CommandReport> {
+/// Runs the scenario with `api_key` as the bearer key: the devices in worker processes, the
+/// HTTP clients here; everything gives up at the scenario's hard deadline.
+pub fn run(s: &CommandScenario, api_key: String) -> anyhow::Result<CommandReport> {
     let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = unix_us(SystemTime::now()) / 1_000_000;
     let cpu_start = procfs::cpu_ticks("self").ok();
     let f = &s.fleet;
     eprintln!(
-        "command-roundtrip: {} devices on {}, {} commands/s through http://{} with {} in flight for {} s",
-        f.count, f.target, s.rate, s.api, s.concurrency, s.duration_secs
+        "command-roundtrip: {} devices on {} in {} process(es), {} commands/s through http://{} with {} in flight for {} s",
+        f.count, f.target, f.processes, s.rate, s.api, s.concurrency, s.duration_secs
     );
-    let timeout = Duration::from_secs(f.connect_timeout_secs);
-    let (mut devices, streams) = connect_online(f).await;
-    let mut subscribing = Vec::new();
-    for (index, mut stream) in streams {
-        let qos = s.command_qos;
-        let product = f.product.clone();
-        subscribing.push(tokio::spawn(async move {
-            let mut framer = Framer::default();
-            if qos > 0 {
-                let filter = format!("$oc/devices/{}/sys/commands/#", device_id(&product, index));
-                let codes = subscribe(&mut stream, &mut framer, &filter, 1, timeout).await?;
-                if codes.first().is_none_or(|&c| c > 1) {
-                    return Err(format!("suback {:?}", Packet::SubAck(1, codes)));
-                }
-            }
-            Ok::<_, String>((index, stream, framer))
-        }));
-    }
-    let answered = Arc::new(AtomicU64::new(0));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut responders = Vec::new();
-    let mut online = Vec::new();
-    for t in subscribing {
-        match t.await {
-            Ok(Ok((index, stream, framer))) => {
-                online.push(index);
-                responders.push(tokio::spawn(responder(
-                    stream,
-                    framer,
-                    Arc::clone(&answered),
-                    f.keepalive_secs,
-                    stop_rx.clone(),
-                )));
-            }
-            Ok(Err(e)) => *devices.failures.entry(e).or_default() += 1,
-            Err(e) => *devices.failures.entry(format!("task: {e}")).or_default() += 1,
-        }
-    }
-    devices.connected = online.len() as u64;
-    eprintln!("  {} devices online", devices.connected);
-    if online.is_empty() {
-        bail!("no device could connect: {:?}", devices.failures);
+    let mut workers = traffic::spawn(
+        "command-roundtrip",
+        Job::CommandRoundtrip(s.clone()),
+        s.deadline_secs(),
+    )?;
+    let online = traffic::connect(&mut workers, f.count)?;
+    if online.devices.is_empty() {
+        return Err(traffic::none_connected(workers));
     }
 
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -396,11 +360,21 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
         .max_idle_connections_per_host(s.concurrency as usize)
         .build()
         .into();
+    let status = |workers: &mut traffic::Workers| {
+        workers.round(
+            |_| Command::Status,
+            |ev| matches!(ev, Event::Status(_)),
+            TICK,
+            |_| {},
+        )
+    };
+    let workers_before = status(&mut workers)?;
     let t0 = Instant::now() + Duration::from_millis(100);
-    let plan = Arc::new(HttpPlan {
+    let plan = HttpPlan {
         agent,
         api_key,
         urls: online
+            .devices
             .iter()
             .map(|&i| {
                 format!(
@@ -417,56 +391,28 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
         command_name: s.command_name.clone(),
         t0,
         stop_at: t0 + Duration::from_secs(2 * s.duration_secs),
-    });
-    let server_start = server_ticks(f.server_pid);
-    let gen_start = procfs::cpu_ticks("self").ok();
-    let concurrency = s.concurrency;
-    let http_plan = Arc::clone(&plan);
-    let http = tokio::task::spawn_blocking(move || {
-        let next = AtomicU64::new(0);
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..concurrency)
-                .map(|_| scope.spawn(|| client(&http_plan, &next)))
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok())
-                .collect::<Vec<_>>()
-        })
-    });
-    let ticker = {
-        let answered = Arc::clone(&answered);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                eprintln!(
-                    "  … {} commands answered by devices",
-                    answered.load(Ordering::Relaxed)
-                );
-            }
-        })
+        next: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        abort: AtomicBool::new(false),
+        series: Mutex::new(Series::new()),
     };
-    let outcomes = http.await.context("the HTTP clients")?;
-    ticker.abort();
+    let server_start = server_ticks(f.server_pid);
+    let coordinator_start = procfs::cpu_ticks("self").ok();
+    let bar = Progress::phase("commands", s.planned());
+    let outcomes = send_commands(&plan, s.concurrency, &mut workers, &bar)?;
     let send_end = Instant::now();
-    let gen_send_end = procfs::cpu_ticks("self").ok();
+    let coordinator_send_end = procfs::cpu_ticks("self").ok();
     let server_end = server_ticks(f.server_pid);
-    let _ = stop_tx.send(true);
-    for r in responders {
-        match r.await {
-            Ok(None) => {}
-            Ok(Some(e)) => *devices.dropped.entry(e).or_default() += 1,
-            Err(e) => *devices.dropped.entry(format!("task: {e}")).or_default() += 1,
-        }
-    }
+    let workers_after = status(&mut workers)?;
+    let send_secs = send_end.saturating_duration_since(t0).as_secs_f64();
 
     let mut commands = Commands {
         planned: s.planned(),
-        answered_by_devices: answered.load(Ordering::Relaxed),
         ..Commands::default()
     };
     let mut hist = latency_histogram();
-    let mut series = Series::new();
     for o in outcomes {
         commands.sent += o.sent;
         commands.ok += o.ok;
@@ -475,9 +421,21 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
             *commands.errors_by_status.entry(k).or_default() += v;
         }
         let _ = hist.add(&o.hist);
-        series.merge(o.series);
     }
-    let send_secs = send_end.saturating_duration_since(t0).as_secs_f64();
+    bar.note(format!(
+        "{} of {} commands sent in {send_secs:.2} s: {} ok, {} errors, {} answered by devices",
+        commands.sent, commands.planned, commands.ok, commands.errors, workers_after.answered
+    ));
+    bar.finish(format!("{} ok", commands.ok));
+    let reports = workers.stop(&Command::Stop)?;
+    let totals = traffic::totals(&reports);
+    commands.answered_by_devices = totals.counts.answered;
+    let devices = Devices {
+        requested: f.count,
+        connected: online.devices.len() as u64,
+        failures: totals.failures,
+        dropped: totals.dropped,
+    };
     let server = f.server_pid.map(|pid| {
         let cpu = cpu_diff(server_start, server_end);
         ServerCost {
@@ -490,14 +448,22 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
             cpu,
         }
     });
-    let gen_send = cpu_diff(gen_start, gen_send_end);
+    let mut cpu_sending = workers_after.cpu_since(&workers_before);
+    cpu_sending.add(&cpu_diff(coordinator_start, coordinator_send_end));
+    let coordinator_cpu = cpu_diff(cpu_start, procfs::cpu_ticks("self").ok());
+    let mut cpu = totals.cpu;
+    cpu.add(&coordinator_cpu);
     let ok = devices.connected == f.count
         && commands.sent == commands.planned
         && commands.ok == commands.sent
         && devices.dropped.is_empty();
+    let series = plan
+        .series
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     Ok(CommandReport {
         scenario_kind: "command-roundtrip",
-        scenario: (*s).clone(),
+        scenario: s.clone(),
         started_unix,
         ok,
         devices,
@@ -511,13 +477,16 @@ async fn run_async(s: Arc<CommandScenario>, api_key: String) -> anyhow::Result<C
         latency_us: percentiles(&hist),
         server,
         generator: GeneratorCost {
+            processes: f.processes,
             wall_secs: started.elapsed().as_secs_f64(),
-            cpu: cpu_diff(cpu_start, procfs::cpu_ticks("self").ok()),
+            cpu,
             cores_busy_sending: if send_secs > 0.0 {
-                gen_send.total() / send_secs
+                cpu_sending.total() / send_secs
             } else {
                 0.0
             },
+            coordinator_cpu,
+            workers: totals.workers,
         },
         series: series.finish(),
     })

@@ -1,6 +1,8 @@
-//! Per-second time series for reports (counts and a latency p99 per second since the start of
-//! a run), kept for plots. A second's latencies go into a small low-precision histogram that
-//! is reduced to its p99 when the second is over, so a long run holds one number per second.
+//! Per-second time series for reports (counts and latency percentiles per second since the
+//! start of a run), kept for plots. A second's latencies go into a small low-precision
+//! histogram that is reduced to its p50 and p99 when the second is over, so a long run holds
+//! two numbers per second. Percentiles are exact (to the histogram's two significant digits)
+//! only for latencies recorded into one series: [`Series::merge`] can only bound them.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +17,8 @@ pub struct Second {
     /// Named counts (e.g. `sent`, `delivered`, `ok`, `errors`).
     #[serde(flatten)]
     pub counts: BTreeMap<&'static str, u64>,
+    /// Median of the latencies recorded in this second, µs (0 when none).
+    pub p50_us: u64,
     /// 99th percentile of the latencies recorded in this second, µs (0 when none).
     pub p99_us: u64,
 }
@@ -82,11 +86,15 @@ impl Series {
         if let Some((t, h)) = self.current.take()
             && !h.is_empty()
         {
-            self.slot(t).p99_us = h.value_at_quantile(0.99);
+            let slot = self.slot(t);
+            slot.p50_us = h.value_at_quantile(0.50);
+            slot.p99_us = h.value_at_quantile(0.99);
         }
     }
 
-    /// Merges another series (counts add; p99 of a second is the larger of the two).
+    /// Merges another series (counts add; each percentile of a second is the larger of the
+    /// two, an upper bound of the merged one: where exact per-second percentiles matter, record
+    /// every latency into one series instead).
     pub fn merge(&mut self, mut other: Series) {
         other.flush();
         self.flush();
@@ -95,6 +103,7 @@ impl Series {
             for (k, v) in s.counts {
                 *mine.counts.entry(k).or_default() += v;
             }
+            mine.p50_us = mine.p50_us.max(s.p50_us);
             mine.p99_us = mine.p99_us.max(s.p99_us);
         }
     }
@@ -111,7 +120,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_and_p99_per_second() {
+    fn counts_and_percentiles_per_second() {
         let mut s = Series::new();
         s.add(0, "sent", 3);
         s.add(2, "sent", 1);
@@ -127,13 +136,44 @@ mod tests {
         let v = s.finish();
         assert_eq!(v.len(), 4);
         assert_eq!(v[0].counts["sent"], 3);
+        assert_eq!(v[0].p50_us, 50);
         assert_eq!(v[0].p99_us, 99);
-        assert_eq!(v[1].p99_us, 0);
+        assert_eq!((v[1].p50_us, v[1].p99_us), (0, 0));
         assert_eq!(v[2].counts["sent"], 5);
+        // Second 2 holds 5000 and 7: the median is the lower, the p99 the higher.
+        assert_eq!(v[2].p50_us, 7, "{:?}", v[2]);
         assert!(v[2].p99_us >= 4900, "{:?}", v[2]);
-        assert_eq!(v[3].p99_us, 10);
+        assert_eq!((v[3].p50_us, v[3].p99_us), (10, 10));
         let json = serde_json::to_value(&v[0]).unwrap();
         assert_eq!(json["sent"], 3);
         assert_eq!(json["t"], 0);
+        assert_eq!(json["p50_us"], 50);
+        assert_eq!(json["p99_us"], 99);
+    }
+
+    #[test]
+    fn the_median_follows_the_bulk_and_the_p99_the_tail() {
+        let mut s = Series::new();
+        for _ in 0..980 {
+            s.latency(0, 200);
+        }
+        for _ in 0..20 {
+            s.latency(0, 90_000);
+        }
+        let v = s.finish();
+        assert_eq!(v[0].p50_us, 200, "{:?}", v[0]);
+        assert!((89_000..=91_000).contains(&v[0].p99_us), "{:?}", v[0]);
+    }
+
+    #[test]
+    fn merging_bounds_each_percentile() {
+        let mut a = Series::new();
+        a.latency(0, 100);
+        let mut b = Series::new();
+        b.latency(0, 200);
+        b.latency(0, 200);
+        a.merge(b);
+        let v = a.finish();
+        assert_eq!((v[0].p50_us, v[0].p99_us), (200, 200));
     }
 }

@@ -3,24 +3,30 @@
 //! latency percentiles (HDR histogram), losses, the server's CPU per message and the
 //! generator's own CPU, plus a per-second series for plots.
 //!
-//! One generator process, one current-thread tokio runtime: the subscriber (the "monitor":
-//! device 0 of the product, allowed by the ACL rule `credentials` provisions, or an anonymous
-//! client on a plain broker) subscribes to `$oc/devices/+/sys/properties/report`; then the
-//! devices connect at `connect_rate`, and report number `g` (0-based, over all devices) is
-//! sent by connected device `g mod n` at `t0 + g / rate`, so the total rate holds whatever the
-//! device count. Each report carries its number (`seq`) and its send time (`ts`, µs since the
-//! Unix epoch); the monitor's receive time minus `ts` is the latency. A report never delivered
-//! within `drain_secs` of the end of publishing is lost.
+//! The coordinator (this module) keeps the subscriber (the "monitor": device 0 of the product,
+//! allowed by the ACL rule `credentials` provisions, or an anonymous client on a plain broker)
+//! on `$oc/devices/+/sys/properties/report`, on a thread of its own; the devices live in
+//! `processes` worker processes ([`crate::traffic`]). Once every device has connected, the
+//! coordinator picks `t0` (a wall-clock instant shared by every process) and report number `g`
+//! (0-based, over all devices) is sent at `t0 + g / rate` by worker `g mod P`, spread over its
+//! connected devices, so the total rate holds whatever the device and process counts. Each
+//! report carries its number (`seq`) and the time it was actually sent (`ts`, µs since the Unix
+//! epoch); the monitor's receive time minus `ts` is the latency (`latency_us`), and its
+//! receive time minus the scheduled time `t0 + seq / rate` is the latency from the schedule
+//! (`schedule_latency_us`), which also holds any lateness of the generator or of a full QoS 1
+//! window. A report never delivered within `drain_secs` of the end of publishing is lost.
 //!
-//! Bounded: at most `rate * duration_secs` reports; devices stop sending at twice the planned
-//! duration (what is left counts as not sent — a saturated generator shows), and the whole run
-//! is abandoned at [`TelemetryScenario::deadline_secs`].
+//! Bounded: at most `rate * duration_secs` reports, at QoS 1 at most `max_inflight`
+//! unacknowledged per device; devices stop sending at twice the planned duration (what is
+//! left counts as not sent — a saturated generator or server shows), and the whole run is
+//! abandoned at [`TelemetryScenario::deadline_secs`].
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -30,11 +36,14 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::conn::{self, Framer, Packet};
-use crate::credentials::{Identities, MqttCredentials, REPORTS_FILTER, SERVICE_ID, device_id};
+use crate::credentials::{Identities, MqttCredentials, REPORTS_FILTER, SERVICE_ID};
 use crate::procfs::{self, CpuSecs, CpuTicks};
+use crate::progress::Progress;
 use crate::scenario::{Auth, Fleet, TelemetryScenario};
 use crate::series::{Second, Series};
 use crate::stats::{Percentiles, latency_histogram, percentiles};
+use crate::traffic::protocol::{Command, Event, Job};
+use crate::traffic::{self, TICK, WorkerCost};
 
 /// The login of device `index` (0 = the monitor).
 pub(crate) fn login(fleet: &Fleet, index: u64) -> MqttCredentials {
@@ -45,51 +54,6 @@ pub(crate) fn login(fleet: &Fleet, index: u64) -> MqttCredentials {
         auth: fleet.auth,
     }
     .mqtt(index, SystemTime::now())
-}
-
-/// Connects devices 1..=count at `connect_rate`; returns each device's stream or the label of
-/// its failure.
-pub(crate) async fn connect_fleet(fleet: &Fleet) -> Vec<(u64, Result<TcpStream, String>)> {
-    let start = tokio::time::Instant::now();
-    let mut handles = Vec::with_capacity(fleet.count as usize);
-    let timeout = Duration::from_secs(fleet.connect_timeout_secs);
-    let mut last_print = Instant::now();
-    for i in 0..fleet.count {
-        let at = start + Duration::from_nanos(i * 1_000_000_000 / fleet.connect_rate);
-        tokio::time::sleep_until(at).await;
-        let (source, target, login) = (fleet.source(i), fleet.target, login(fleet, i + 1));
-        let keepalive = fleet.keepalive_secs;
-        handles.push(tokio::spawn(async move {
-            conn::connect(source, target, &login, keepalive, timeout).await
-        }));
-        if last_print.elapsed() >= Duration::from_secs(1) {
-            eprintln!("  … {} connections started", i + 1);
-            last_print = Instant::now();
-        }
-    }
-    let mut out = Vec::with_capacity(handles.len());
-    for (i, h) in handles.into_iter().enumerate() {
-        let r = h.await.unwrap_or_else(|e| Err(format!("task: {e}")));
-        out.push((i as u64 + 1, r));
-    }
-    out
-}
-
-/// Connects the fleet ([`connect_fleet`]): the devices that connected, and the failures by
-/// reason.
-pub(crate) async fn connect_online(fleet: &Fleet) -> (Devices, Vec<(u64, TcpStream)>) {
-    let mut devices = Devices {
-        requested: fleet.count,
-        ..Devices::default()
-    };
-    let mut streams = Vec::new();
-    for (index, r) in connect_fleet(fleet).await {
-        match r {
-            Ok(stream) => streams.push((index, stream)),
-            Err(e) => *devices.failures.entry(e).or_default() += 1,
-        }
-    }
-    (devices, streams)
 }
 
 /// Subscribes to `filter` with packet id 1 and waits for the SUBACK; returns its codes.
@@ -186,115 +150,21 @@ pub fn parse_stamp(payload: &[u8]) -> Option<(u64, u64)> {
     Some((p.seq, p.ts))
 }
 
-/// Counters the device tasks share.
-struct Shared {
-    t0: tokio::time::Instant,
-    sent: AtomicU64,
-    acked: AtomicU64,
-    sent_per_sec: Vec<AtomicU64>,
+/// When the monitor's reports start: `t0` on this process's clock and on the wall clock.
+#[derive(Debug, Clone, Copy)]
+struct MonitorPlan {
+    t0: Instant,
+    t0_unix_us: u64,
+    rate: u64,
 }
 
-struct DeviceOutcome {
-    error: Option<String>,
-    stream: TcpStream,
-}
-
-/// One device: sends reports `j, j + n, j + 2n, …` below `planned` on schedule, reads PUBACKs
-/// (and acknowledges anything the server pushes at QoS 1), stops sending at `stop_at`, and
-/// waits for its last PUBACKs until `drain_until`.
-#[allow(clippy::too_many_arguments)]
-async fn device(
-    mut stream: TcpStream,
-    topic: String,
-    j: u64,
-    n: u64,
-    s: Arc<TelemetryScenario>,
-    shared: Arc<Shared>,
-    stop_at: tokio::time::Instant,
-    drain_until: tokio::time::Instant,
-) -> DeviceOutcome {
-    let (planned, rate, qos) = (s.planned(), s.rate, s.qos);
-    let mut framer = Framer::default();
-    let mut buf = [0u8; 1024];
-    let mut g = j;
-    let mut pid: u16 = 0;
-    let mut unacked: u64 = 0;
-    let mut error = None;
-    let mut last_ping = tokio::time::Instant::now();
-    let ping_every = Duration::from_secs(u64::from(s.fleet.keepalive_secs) / 2);
-    loop {
-        let sending = g < planned;
-        if !sending && (qos == 0 || unacked == 0) {
-            break;
-        }
-        let next = if sending {
-            (shared.t0 + Duration::from_nanos(g * 1_000_000_000 / rate)).min(stop_at)
-        } else {
-            drain_until
-        };
-        let wake = next.min(last_ping + ping_every);
-        tokio::select! {
-            biased;
-            r = stream.read(&mut buf) => {
-                match r {
-                    Ok(0) => { error = Some("closed by the server".to_owned()); break; }
-                    Err(e) => { error = Some(format!("read: {:?}", e.kind())); break; }
-                    Ok(k) => framer.feed(&buf[..k]),
-                }
-                let mut acks = Vec::new();
-                loop {
-                    match framer.next_packet() {
-                        Ok(Some(Packet::PubAck(_))) => {
-                            unacked = unacked.saturating_sub(1);
-                            shared.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(Some(Packet::Publish { qos: 1.., packet_id, .. })) => acks.extend_from_slice(&conn::puback(packet_id)),
-                        Ok(Some(_)) => {}
-                        Ok(None) => break,
-                        Err(e) => { error = Some(e.0); break; }
-                    }
-                }
-                if error.is_some() { break; }
-                if !acks.is_empty() && let Err(e) = stream.write_all(&acks).await {
-                    error = Some(format!("send: {:?}", e.kind()));
-                    break;
-                }
-            }
-            () = tokio::time::sleep_until(wake) => {
-                let now = tokio::time::Instant::now();
-                if now >= last_ping + ping_every {
-                    if let Err(e) = stream.write_all(&crate::mqtt::PINGREQ).await {
-                        error = Some(format!("send: {:?}", e.kind()));
-                        break;
-                    }
-                    last_ping = now;
-                }
-                if sending && now >= next {
-                    if now >= stop_at {
-                        // Out of time: what is left stays unsent.
-                        g = planned;
-                        continue;
-                    }
-                    pid = pid.checked_add(1).unwrap_or(1);
-                    let packet = conn::publish(&topic, &payload(g, conn::unix_micros(), s.payload_bytes), qos, pid);
-                    if let Err(e) = stream.write_all(&packet).await {
-                        error = Some(format!("send: {:?}", e.kind()));
-                        break;
-                    }
-                    shared.sent.fetch_add(1, Ordering::Relaxed);
-                    let sec = now.saturating_duration_since(shared.t0).as_secs() as usize;
-                    if let Some(c) = shared.sent_per_sec.get(sec) {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if qos == 1 { unacked += 1; }
-                    g += n;
-                } else if !sending && now >= drain_until {
-                    break;
-                }
-            }
-        }
-    }
-    DeviceOutcome { error, stream }
+/// What the coordinator tells the monitor thread.
+#[derive(Debug, Clone, Copy, Default)]
+struct MonitorCtl {
+    /// Set just before the workers are told to publish.
+    plan: Option<MonitorPlan>,
+    /// Set once publishing is over: the reports sent, and when to stop waiting for the rest.
+    end: Option<(u64, Instant)>,
 }
 
 /// What the monitor saw.
@@ -305,20 +175,25 @@ struct MonitorOutcome {
     out_of_range: u64,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Receive time − `ts` (the actual send).
     hist: hdrhistogram::Histogram<u64>,
+    /// Receive time − `t0 + seq / rate` (the schedule).
+    schedule_hist: hdrhistogram::Histogram<u64>,
     series: Series,
     error: Option<String>,
 }
 
-/// The monitor: reads reports until every sent one has arrived or the drain deadline (sent
-/// through `end`: the final sent count and the deadline) has passed.
+/// The monitor: reads reports until every sent one has arrived or the drain deadline has
+/// passed (both sent through `ctl`), or the coordinator is gone. Sends PINGREQ every half
+/// keep-alive whatever arrives (at QoS 0 it sends nothing else), and DISCONNECT at the end.
 async fn monitor(
     mut stream: TcpStream,
     mut framer: Framer,
     planned: u64,
-    shared: Arc<Shared>,
-    mut end: watch::Receiver<Option<(u64, tokio::time::Instant)>>,
-) -> (MonitorOutcome, TcpStream) {
+    keepalive_secs: u16,
+    mut ctl: watch::Receiver<MonitorCtl>,
+    live: Arc<AtomicU64>,
+) -> MonitorOutcome {
     let mut o = MonitorOutcome {
         delivered: 0,
         duplicates: 0,
@@ -327,21 +202,29 @@ async fn monitor(
         first: None,
         last: None,
         hist: latency_histogram(),
+        schedule_hist: latency_histogram(),
         series: Series::new(),
         error: None,
     };
     let mut seen = vec![0u64; planned.div_ceil(64) as usize];
     let mut buf = vec![0u8; 64 * 1024];
-    let mut last_print = Instant::now();
-    let t0 = shared.t0.into_std();
+    let ping_every = Duration::from_secs(u64::from(keepalive_secs) / 2);
+    let mut next_ping = tokio::time::Instant::now() + ping_every;
     'outer: loop {
-        let finish = *end.borrow();
-        if let Some((sent, _)) = finish
+        let c = *ctl.borrow();
+        if let Some((sent, _)) = c.end
             && o.delivered >= sent
         {
             break;
         }
-        let deadline = finish.map(|(_, d)| d);
+        if tokio::time::Instant::now() >= next_ping {
+            if let Err(e) = stream.write_all(&crate::mqtt::PINGREQ).await {
+                o.error = Some(format!("send: {:?}", e.kind()));
+                break;
+            }
+            next_ping = tokio::time::Instant::now() + ping_every;
+        }
+        let deadline = c.end.map(|(_, d)| tokio::time::Instant::from_std(d));
         tokio::select! {
             biased;
             r = stream.read(&mut buf) => {
@@ -353,7 +236,6 @@ async fn monitor(
                 framer.feed(&buf[..k]);
                 let now = Instant::now();
                 let now_us = conn::unix_micros();
-                let sec = now.saturating_duration_since(t0).as_secs();
                 let mut acks = Vec::new();
                 loop {
                     let p = match framer.next_packet() {
@@ -369,10 +251,10 @@ async fn monitor(
                         o.malformed += 1;
                         continue;
                     };
-                    if seq >= planned {
+                    let Some(plan) = c.plan.filter(|_| seq < planned) else {
                         o.out_of_range += 1;
                         continue;
-                    }
+                    };
                     let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
                     if seen[word] & bit != 0 {
                         o.duplicates += 1;
@@ -384,30 +266,34 @@ async fn monitor(
                     o.last = Some(now);
                     let us = now_us.saturating_sub(ts).max(1);
                     let _ = o.hist.record(us);
+                    let due_us = plan.t0_unix_us
+                        + u64::try_from(u128::from(seq) * 1_000_000 / u128::from(plan.rate.max(1)))
+                            .unwrap_or(u64::MAX);
+                    let _ = o.schedule_hist.record(now_us.saturating_sub(due_us).max(1));
+                    let sec = now.saturating_duration_since(plan.t0).as_secs();
                     o.series.latency(sec, us);
                     o.series.add(sec, "delivered", 1);
                 }
-                if !acks.is_empty() && let Err(e) = stream.write_all(&acks).await {
-                    o.error = Some(format!("send: {:?}", e.kind()));
-                    break;
+                live.store(o.delivered, Ordering::Relaxed);
+                if !acks.is_empty() {
+                    if let Err(e) = stream.write_all(&acks).await {
+                        o.error = Some(format!("send: {:?}", e.kind()));
+                        break;
+                    }
+                    next_ping = tokio::time::Instant::now() + ping_every;
                 }
             }
-            r = end.changed(), if finish.is_none() => {
+            r = ctl.changed() => {
                 if r.is_err() { break; }
             }
             () = sleep_until_opt(deadline) => break,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        if last_print.elapsed() >= Duration::from_secs(1) {
-            eprintln!(
-                "  … {} sent, {} delivered",
-                shared.sent.load(Ordering::Relaxed),
-                o.delivered
-            );
-            last_print = Instant::now();
+            () = tokio::time::sleep_until(next_ping) => {}
         }
     }
-    (o, stream)
+    if o.error.is_none() {
+        let _ = stream.write_all(&crate::mqtt::DISCONNECT).await;
+    }
+    o
 }
 
 async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
@@ -415,6 +301,58 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The monitor thread and what the coordinator shares with it.
+struct Monitor {
+    ctl: watch::Sender<MonitorCtl>,
+    /// Distinct reports delivered so far.
+    delivered: Arc<AtomicU64>,
+    thread: JoinHandle<MonitorOutcome>,
+}
+
+/// Connects and subscribes the monitor (errors end the run before any device connects), then
+/// runs it on a thread of its own with a current-thread tokio runtime.
+fn start_monitor(s: &TelemetryScenario) -> anyhow::Result<Monitor> {
+    let f = &s.fleet;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let timeout = Duration::from_secs(f.connect_timeout_secs);
+    let (stream, framer) = rt.block_on(async {
+        let mut mon = conn::connect(
+            Ipv4Addr::LOCALHOST,
+            f.target,
+            &login(f, 0),
+            f.keepalive_secs,
+            timeout,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("the monitor (device 0) could not connect: {e}"))?;
+        let mut framer = Framer::default();
+        let codes = subscribe(&mut mon, &mut framer, REPORTS_FILTER, s.qos, timeout)
+            .await
+            .map_err(|e| anyhow::anyhow!("the monitor's subscription: {e}"))?;
+        if codes.first().is_none_or(|&c| c > 1) {
+            bail!(
+                "the server refused the monitor's subscription to {REPORTS_FILTER} (codes {codes:?}); on fleetgate, provision with `fleetgate-loadtest credentials`, which adds the ACL rule"
+            );
+        }
+        Ok((mon, framer))
+    })?;
+    let (ctl, ctl_rx) = watch::channel(MonitorCtl::default());
+    let delivered = Arc::new(AtomicU64::new(0));
+    let live = Arc::clone(&delivered);
+    let (planned, keepalive) = (s.planned(), f.keepalive_secs);
+    let thread = std::thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || rt.block_on(monitor(stream, framer, planned, keepalive, ctl_rx, live)))
+        .context("starting the monitor thread")?;
+    Ok(Monitor {
+        ctl,
+        delivered,
+        thread,
+    })
 }
 
 /// Devices of the run.
@@ -437,8 +375,16 @@ pub struct Messages {
     pub planned: u64,
     /// Reports written to the socket.
     pub sent: u64,
+    /// `planned - sent`: reports never sent (their device was lost, or they were still
+    /// waiting at twice the planned duration: a saturated generator, or a full QoS 1 window).
+    pub unsent: u64,
     /// PUBACKs received (QoS 1).
     pub acked: u64,
+    /// At QoS 1, `sent - acked`: reports whose PUBACK never came (0 at QoS 0).
+    pub unacked: u64,
+    /// Reports sent late because their device already had `max_inflight` reports without
+    /// PUBACK when they were due (QoS 1; the lateness is in `schedule_latency_us`).
+    pub window_delayed: u64,
     /// Distinct reports the monitor received.
     pub delivered: u64,
     /// `sent - delivered`.
@@ -460,16 +406,23 @@ pub struct ServerCost {
     pub delivered_per_cpu_sec: f64,
 }
 
-/// The generator's cost.
+/// The generator's cost: the coordinator (with the monitor) and its worker processes.
 #[derive(Debug, Clone, Serialize)]
 pub struct GeneratorCost {
+    /// Worker processes.
+    pub processes: u32,
     /// Wall-clock seconds of the whole run.
     pub wall_secs: f64,
-    /// CPU of this process over the run.
+    /// CPU of every generator process over the run: the coordinator and the workers.
     pub cpu: CpuSecs,
-    /// CPU over the publishing window divided by its length (1.0 = one core saturated: the
-    /// generator, not the server, may be the limit).
+    /// CPU of every generator process over the publishing window divided by its length (1.0 =
+    /// one core saturated: on a machine with few cores, the generator, not the server, may be
+    /// the limit).
     pub cores_busy_publishing: f64,
+    /// The coordinator's own CPU (the monitor) over the run.
+    pub coordinator_cpu: CpuSecs,
+    /// Each worker process.
+    pub workers: Vec<WorkerCost>,
 }
 
 /// The JSON report of a `telemetry` run.
@@ -488,20 +441,25 @@ pub struct TelemetryReport {
     pub devices: Devices,
     /// Messages.
     pub messages: Messages,
-    /// Seconds from the first scheduled report to the last one sent.
+    /// Seconds from `t0` (the first report's scheduled time) until every device was done
+    /// publishing.
     pub publish_secs: f64,
     /// `sent / publish_secs`.
     pub sent_per_sec: f64,
     /// Delivered reports per second between the first and the last delivery.
     pub delivered_per_sec: f64,
-    /// End-to-end latency (send time in the payload to the monitor's receipt), µs.
+    /// End-to-end latency from the actual send (the payload's `ts`, taken as the report is
+    /// written) to the monitor's receipt, µs.
     pub latency_us: Percentiles,
+    /// Latency from the schedule (`t0 + seq / rate`) to the monitor's receipt, µs: also
+    /// counts the time a report waited for its turn (a full QoS 1 window, a busy generator).
+    pub schedule_latency_us: Percentiles,
     /// The server's CPU, when its pid was given.
     pub server: Option<ServerCost>,
     /// The generator's CPU.
     pub generator: GeneratorCost,
-    /// Per second since the start of publishing: `sent`, `delivered`, `p99_us` (of the
-    /// reports delivered in that second).
+    /// Per second since `t0`: `sent`, `delivered`, and `p50_us`, `p99_us` (latency from the
+    /// actual send of the reports delivered in that second).
     pub series: Vec<Second>,
 }
 
@@ -509,21 +467,36 @@ impl TelemetryReport {
     /// A human summary.
     pub fn text(&self) -> String {
         let m = &self.messages;
-        let l = &self.latency_us;
+        let (l, sl) = (&self.latency_us, &self.schedule_latency_us);
         let mut out = format!(
-            "telemetry: {} of {} devices connected; {} of {} reports sent at QoS {}, {} delivered, {} lost, {} duplicates\n",
+            "telemetry: {} of {} devices connected; {} of {} reports sent at QoS {} ({} not sent), {} delivered, {} lost, {} duplicates\n",
             self.devices.connected,
             self.devices.requested,
             m.sent,
             m.planned,
             self.scenario.qos,
+            m.unsent,
             m.delivered,
             m.lost,
             m.duplicates
         );
+        if self.scenario.qos == 1 {
+            out += &format!(
+                "  QoS 1: {} acknowledged, {} not; {} sent late with a full window of {} per device\n",
+                m.acked, m.unacked, m.window_delayed, self.scenario.max_inflight
+            );
+        }
         out += &format!(
-            "  sent {:.0}/s, delivered {:.0}/s; latency µs p50 {} p90 {} p99 {} p999 {} max {}\n",
-            self.sent_per_sec, self.delivered_per_sec, l.p50, l.p90, l.p99, l.p999, l.max
+            "  sent {:.0}/s, delivered {:.0}/s\n",
+            self.sent_per_sec, self.delivered_per_sec
+        );
+        out += &format!(
+            "  latency from the send (payload ts), µs: p50 {} p90 {} p99 {} p999 {} max {}\n",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        out += &format!(
+            "  latency from the schedule (t0 + seq/rate), µs: p50 {} p90 {} p99 {} p999 {} max {}\n",
+            sl.p50, sl.p90, sl.p99, sl.p999, sl.max
         );
         if let Some(s) = &self.server {
             out += &format!(
@@ -533,11 +506,13 @@ impl TelemetryReport {
                 s.delivered_per_cpu_sec
             );
         }
+        let g = &self.generator;
         out += &format!(
-            "  generator: {:.2} CPU-s over {:.1} s ({:.2} cores busy while publishing)\n",
-            self.generator.cpu.total(),
-            self.generator.wall_secs,
-            self.generator.cores_busy_publishing
+            "  generator: {:.2} CPU-s over {:.1} s in {} worker process(es) and the coordinator ({:.2} cores busy while publishing)\n",
+            g.cpu.total(),
+            g.wall_secs,
+            g.processes,
+            g.cores_busy_publishing
         );
         for (k, v) in &self.devices.failures {
             out += &format!("  connect failure {k}: {v}\n");
@@ -565,39 +540,24 @@ pub(crate) fn server_ticks(pid: Option<u32>) -> Option<CpuTicks> {
     procfs::cpu_ticks(&pid?.to_string()).ok()
 }
 
-/// Runs `run` on a current-thread runtime, abandoning it after `deadline_secs`.
-pub(crate) fn run_within<T>(
-    deadline_secs: u64,
-    run: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let limit = Duration::from_secs(deadline_secs);
-    rt.block_on(async move {
-        match tokio::time::timeout(limit, run).await {
-            Ok(r) => r,
-            Err(_) => bail!("the run passed its hard deadline of {} s", limit.as_secs()),
-        }
-    })
+/// Microseconds since the Unix epoch of `t`.
+pub(crate) fn unix_us(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
-/// Runs the scenario within its hard deadline.
+/// Runs the scenario: the monitor here, the devices in worker processes; everything gives up
+/// at the scenario's hard deadline.
 pub fn run(s: &TelemetryScenario) -> anyhow::Result<TelemetryReport> {
-    run_within(s.deadline_secs(), run_async(Arc::new(s.clone())))
-}
-
-async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport> {
     let started = Instant::now();
-    let started_unix = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let started_unix = unix_us(SystemTime::now()) / 1_000_000;
     let cpu_start = procfs::cpu_ticks("self").ok();
     let f = &s.fleet;
+    let deadline = started + Duration::from_secs(s.deadline_secs());
     eprintln!(
-        "telemetry: {} devices to {}, {} reports/s at QoS {} for {} s",
-        f.count, f.target, s.rate, s.qos, s.duration_secs
+        "telemetry: {} devices to {} in {} process(es), {} reports/s at QoS {} for {} s",
+        f.count, f.target, f.processes, s.rate, s.qos, s.duration_secs
     );
     if f.auth == Auth::Device && s.rate.div_ceil(f.count) > 100 {
         eprintln!(
@@ -606,115 +566,105 @@ async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport>
         );
     }
 
-    // The monitor subscribes first.
-    let timeout = Duration::from_secs(f.connect_timeout_secs);
-    let mut mon = conn::connect(
-        Ipv4Addr::LOCALHOST,
-        f.target,
-        &login(f, 0),
-        f.keepalive_secs,
-        timeout,
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("the monitor (device 0) could not connect: {e}"))?;
-    let mut mon_framer = Framer::default();
-    let codes = subscribe(&mut mon, &mut mon_framer, REPORTS_FILTER, s.qos, timeout)
-        .await
-        .map_err(|e| anyhow::anyhow!("the monitor's subscription: {e}"))?;
-    if codes.first().is_none_or(|&c| c > 1) {
-        bail!(
-            "the server refused the monitor's subscription to {REPORTS_FILTER} (codes {codes:?}); on fleetgate, provision with `fleetgate-loadtest credentials`, which adds the ACL rule"
-        );
+    // The monitor subscribes first, then the devices connect.
+    let monitor = start_monitor(s)?;
+    let mut workers = traffic::spawn("telemetry", Job::Telemetry(s.clone()), s.deadline_secs())?;
+    let online = traffic::connect(&mut workers, f.count)?;
+    if online.counts.connected == 0 {
+        return Err(traffic::none_connected(workers));
     }
 
-    // The devices connect.
-    let t_connect = Instant::now();
-    let (mut devices, streams) = connect_online(f).await;
-    devices.connected = streams.len() as u64;
-    eprintln!(
-        "  {} connected, {} failed in {:.2} s",
-        devices.connected,
-        f.count - devices.connected,
-        t_connect.elapsed().as_secs_f64()
-    );
-    if streams.is_empty() {
-        bail!("no device could connect: {:?}", devices.failures);
-    }
-
-    // Publishing.
-    let t0 = tokio::time::Instant::now() + Duration::from_millis(100);
-    let secs = (s.deadline_secs() + 1) as usize;
-    let shared = Arc::new(Shared {
-        t0,
-        sent: AtomicU64::new(0),
-        acked: AtomicU64::new(0),
-        sent_per_sec: (0..secs).map(|_| AtomicU64::new(0)).collect(),
+    // Publishing, from t0 a little ahead (every worker has it by then).
+    let lead = Duration::from_millis(200 + 5 * u64::from(f.processes));
+    let t0 = Instant::now() + lead;
+    let t0_unix_us = unix_us(SystemTime::now() + lead);
+    monitor.ctl.send_modify(|c| {
+        c.plan = Some(MonitorPlan {
+            t0,
+            t0_unix_us,
+            rate: s.rate,
+        });
     });
-    let stop_at = t0 + Duration::from_secs(2 * s.duration_secs);
-    let drain_until = stop_at + Duration::from_secs(s.drain_secs);
-    let (end_tx, end_rx) = watch::channel(None);
     let server_start = server_ticks(f.server_pid);
-    let gen_start = procfs::cpu_ticks("self").ok();
-    let mon_task = tokio::spawn(monitor(
-        mon,
-        mon_framer,
-        s.planned(),
-        Arc::clone(&shared),
-        end_rx,
-    ));
-    let n = streams.len() as u64;
-    let mut tasks = Vec::with_capacity(streams.len());
-    for (j, (index, stream)) in streams.into_iter().enumerate() {
-        let topic = format!(
-            "$oc/devices/{}/sys/properties/report",
-            device_id(&f.product, index)
-        );
-        tasks.push(tokio::spawn(device(
-            stream,
-            topic,
-            j as u64,
-            n,
-            Arc::clone(&s),
-            Arc::clone(&shared),
-            stop_at,
-            drain_until,
-        )));
-    }
-    let mut held = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        match t.await {
-            Ok(o) => {
-                if let Some(e) = o.error {
-                    *devices.dropped.entry(e).or_default() += 1;
-                }
-                held.push(o.stream);
-            }
-            Err(e) => *devices.dropped.entry(format!("task: {e}")).or_default() += 1,
-        }
-    }
+    let coordinator_start = procfs::cpu_ticks("self").ok();
+    let bar = Progress::phase("publishing", s.planned());
+    let published = workers.round(
+        |_| Command::Publish { t0_unix_us },
+        |ev| matches!(ev, Event::Published(_)),
+        TICK,
+        |t| {
+            bar.set(
+                t.sent,
+                format!(
+                    "{} delivered, {} acked",
+                    monitor.delivered.load(Ordering::Relaxed),
+                    t.acked
+                ),
+            );
+        },
+    )?;
     let publish_end = Instant::now();
-    let gen_publish_end = procfs::cpu_ticks("self").ok();
-    let sent = shared.sent.load(Ordering::Relaxed);
-    let drain_deadline = tokio::time::Instant::now() + Duration::from_secs(s.drain_secs);
-    let _ = end_tx.send(Some((sent, drain_deadline)));
-    let (mon_out, mut mon_stream) = mon_task.await.context("the monitor task")?;
-    let server_end = server_ticks(f.server_pid);
-    for mut stream in held {
-        let _ = stream.write_all(&crate::mqtt::DISCONNECT).await;
+    let coordinator_publish_end = procfs::cpu_ticks("self").ok();
+    let sent = published.sent;
+    let publish_secs = publish_end.saturating_duration_since(t0).as_secs_f64();
+    bar.set(sent, format!("{} acked", published.acked));
+    bar.note(format!(
+        "{sent} of {} reports sent in {publish_secs:.2} s ({} not sent)",
+        s.planned(),
+        s.planned().saturating_sub(sent)
+    ));
+    bar.finish(format!("{sent} sent"));
+
+    // Draining: the monitor waits at most `drain_secs` for the rest.
+    let drain_deadline = Instant::now() + Duration::from_secs(s.drain_secs);
+    monitor
+        .ctl
+        .send_modify(|c| c.end = Some((sent, drain_deadline)));
+    let spinner = Progress::spinner("draining");
+    while !monitor.thread.is_finished() && Instant::now() < deadline {
+        spinner.message(format!(
+            "{} of {sent} delivered",
+            monitor.delivered.load(Ordering::Relaxed)
+        ));
+        workers.next_until(Instant::now() + TICK)?;
     }
-    let _ = mon_stream.write_all(&crate::mqtt::DISCONNECT).await;
+    let mon_out = monitor
+        .thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the monitor thread panicked"))?;
+    let server_end = server_ticks(f.server_pid);
+    spinner.note(format!(
+        "{} of {sent} reports delivered, {} lost, {} duplicates",
+        mon_out.delivered,
+        sent.saturating_sub(mon_out.delivered),
+        mon_out.duplicates
+    ));
+    spinner.finish(format!("{} delivered", mon_out.delivered));
+    let reports = workers.stop(&Command::Stop)?;
+    let totals = traffic::totals(&reports);
+
+    let mut devices = Devices {
+        requested: f.count,
+        connected: online.counts.connected,
+        failures: totals.failures,
+        dropped: totals.dropped,
+    };
     if let Some(e) = &mon_out.error {
         *devices.dropped.entry(format!("monitor: {e}")).or_default() += 1;
     }
-
-    let publish_secs = publish_end
-        .saturating_duration_since(t0.into_std())
-        .as_secs_f64();
     let delivered = mon_out.delivered;
+    let c = &totals.counts;
     let messages = Messages {
         planned: s.planned(),
         sent,
-        acked: shared.acked.load(Ordering::Relaxed),
+        unsent: s.planned().saturating_sub(sent),
+        acked: c.acked,
+        unacked: if s.qos == 1 {
+            sent.saturating_sub(c.acked)
+        } else {
+            0
+        },
+        window_delayed: c.window_delayed,
         delivered,
         lost: sent.saturating_sub(delivered),
         duplicates: mon_out.duplicates,
@@ -737,13 +687,16 @@ async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport>
         }
     });
     let mut series = mon_out.series;
-    for (t, c) in shared.sent_per_sec.iter().enumerate() {
-        let v = c.load(Ordering::Relaxed);
+    for (t, &v) in totals.sent_per_sec.iter().enumerate() {
         if v > 0 {
             series.add(t as u64, "sent", v);
         }
     }
-    let gen_publish = cpu_diff(gen_start, gen_publish_end);
+    let coordinator_cpu = cpu_diff(cpu_start, procfs::cpu_ticks("self").ok());
+    let mut cpu = totals.cpu;
+    cpu.add(&coordinator_cpu);
+    let mut cpu_publishing = totals.cpu_publishing;
+    cpu_publishing.add(&cpu_diff(coordinator_start, coordinator_publish_end));
     let ok = devices.connected == f.count
         && sent == s.planned()
         && delivered > 0
@@ -751,7 +704,7 @@ async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport>
         && (s.qos == 0 || messages.lost == 0);
     Ok(TelemetryReport {
         scenario_kind: "telemetry",
-        scenario: (*s).clone(),
+        scenario: s.clone(),
         started_unix,
         ok,
         devices,
@@ -768,15 +721,19 @@ async fn run_async(s: Arc<TelemetryScenario>) -> anyhow::Result<TelemetryReport>
         },
         messages,
         latency_us: percentiles(&mon_out.hist),
+        schedule_latency_us: percentiles(&mon_out.schedule_hist),
         server,
         generator: GeneratorCost {
+            processes: f.processes,
             wall_secs: started.elapsed().as_secs_f64(),
-            cpu: cpu_diff(cpu_start, procfs::cpu_ticks("self").ok()),
+            cpu,
             cores_busy_publishing: if publish_secs > 0.0 {
-                gen_publish.total() / publish_secs
+                cpu_publishing.total() / publish_secs
             } else {
                 0.0
             },
+            coordinator_cpu,
+            workers: totals.workers,
         },
         series: series.finish(),
     })

@@ -124,3 +124,69 @@ fn a_wrong_api_key_is_counted_by_status() {
     assert_eq!(by_status.len(), 1, "{c}");
     assert!(by_status.keys().all(|k| k.starts_with("401")), "{c}");
 }
+
+#[test]
+fn commands_reach_devices_in_two_processes() {
+    // 300 devices in 2 worker processes; 120 commands go to devices 1..=120 (command g to
+    // online device g mod 300), so each worker's devices answer 60.
+    let server = start_server("epoll", 300, 9);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("command-roundtrip.toml");
+    let text = scenario_text(&server, 1).replace(
+        "count = 20",
+        "count = 300\nprocesses = 2\nconnect_rate = 1000",
+    );
+    std::fs::write(&scenario, text).unwrap();
+    let json = dir.path().join("report.json");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .arg("command-roundtrip")
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--api-key-file")
+            .arg(server.admin_key_file())
+            .arg("--server-pid")
+            .arg(server.child.id().to_string())
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("in 2 worker process(es)"), "{stdout}");
+
+    let r = read_report(&json);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["scenario"]["processes"], 2);
+    assert_eq!(r["devices"]["connected"], 300, "{r}");
+    let c = &r["commands"];
+    assert_eq!(c["sent"], 120, "{c}");
+    assert_eq!(c["ok"], 120, "{c}");
+    assert_eq!(c["answered_by_devices"], 120, "{c}");
+    let g = &r["generator"];
+    assert_eq!(g["processes"], 2, "{g}");
+    let workers = g["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{g}");
+    for w in workers {
+        assert_eq!(w["devices"], 150, "{w}");
+        assert_eq!(w["connected"], 150, "{w}");
+        assert_eq!(w["answered"], 60, "{w}");
+        assert_eq!(w["sent"], 0, "{w}");
+    }
+    let cpu = |v: &serde_json::Value| v["user"].as_f64().unwrap() + v["system"].as_f64().unwrap();
+    let sum: f64 = workers.iter().map(|w| cpu(&w["cpu"])).sum::<f64>() + cpu(&g["coordinator_cpu"]);
+    assert!((cpu(&g["cpu"]) - sum).abs() < 1e-6, "{g}");
+    check_generator(&r);
+    check_series(&r);
+    let series = r["series"].as_array().unwrap();
+    let ok: u64 = series.iter().map(|p| p["ok"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(ok, 120);
+    for p in series {
+        assert!(p["p50_us"].as_u64() <= p["p99_us"].as_u64(), "{p}");
+    }
+}

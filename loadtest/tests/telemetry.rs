@@ -6,10 +6,13 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
+use fleetgate_loadtest::scenario::TelemetryScenario;
+use fleetgate_loadtest::traffic::protocol::{Job, WorkerInit};
 
 fn telemetry(qos: u8, payload_bytes: u64) {
     let server = start_server("epoll", 20, 5);
@@ -119,5 +122,165 @@ fn a_monitor_that_cannot_connect_fails_the_run() {
     assert!(
         err.contains("the monitor (device 0) could not connect: connack"),
         "{err}"
+    );
+}
+
+#[test]
+fn devices_in_two_processes_add_up() {
+    // 300 devices in 2 worker processes (150 each), 600 reports/s for 3 s at QoS 1: worker
+    // w sends reports w, w+2, w+4, …, so 900 each.
+    let server = start_server("epoll", 300, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("telemetry.toml");
+    std::fs::write(
+        &scenario,
+        format!(
+            "target = \"{}\"\nproduct = \"lt\"\nseed = 6\ncount = 300\nprocesses = 2\nrate = 600\nqos = 1\nmax_inflight = 5\nduration_secs = 3\ndrain_secs = 5\nsources = 4\nconnect_rate = 1000\n",
+            server.mqtt
+        ),
+    )
+    .unwrap();
+    let json = dir.path().join("report.json");
+    let out = run_bounded(
+        Command::new(LOADTEST)
+            .arg("telemetry")
+            .arg("--scenario")
+            .arg(&scenario)
+            .arg("--server-pid")
+            .arg(server.child.id().to_string())
+            .arg("--json")
+            .arg(&json),
+        Duration::from_secs(120),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("300 of 300 devices connected"), "{stdout}");
+    assert!(stdout.contains("in 2 worker process(es)"), "{stdout}");
+    assert!(
+        stderr.contains("300 of 300 devices connected, 0 failed"),
+        "{stderr}"
+    );
+
+    let r = read_report(&json);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["scenario"]["processes"], 2);
+    assert_eq!(r["scenario"]["max_inflight"], 5);
+    let m = &r["messages"];
+    for (k, v) in [
+        ("planned", 1800),
+        ("sent", 1800),
+        ("unsent", 0),
+        ("acked", 1800),
+        ("unacked", 0),
+        ("delivered", 1800),
+        ("lost", 0),
+        ("duplicates", 0),
+    ] {
+        assert_eq!(m[k], v, "{k}: {m}");
+    }
+    assert!(m["window_delayed"].is_u64(), "{m}");
+    let g = &r["generator"];
+    assert_eq!(g["processes"], 2, "{g}");
+    let workers = g["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 2, "{g}");
+    let mut worker_cpu = 0.0;
+    for (i, w) in workers.iter().enumerate() {
+        assert_eq!(w["index"], i, "{w}");
+        assert_eq!(w["devices"], 150, "{w}");
+        assert_eq!(w["connected"], 150, "{w}");
+        assert_eq!(w["sent"], 900, "{w}");
+        assert!(w["memory"]["vm_rss"].as_u64().unwrap() > 0, "{w}");
+        worker_cpu += w["cpu"]["user"].as_f64().unwrap() + w["cpu"]["system"].as_f64().unwrap();
+    }
+    let total_cpu = g["cpu"]["user"].as_f64().unwrap() + g["cpu"]["system"].as_f64().unwrap();
+    let coordinator = &g["coordinator_cpu"];
+    let coordinator_cpu =
+        coordinator["user"].as_f64().unwrap() + coordinator["system"].as_f64().unwrap();
+    assert!(
+        (total_cpu - worker_cpu - coordinator_cpu).abs() < 1e-6,
+        "the generator's CPU is the sum over its processes: {g}"
+    );
+    check_generator(&r);
+    for k in ["latency_us", "schedule_latency_us"] {
+        let l = &r[k];
+        assert_eq!(l["count"], 1800, "{k}: {l}");
+        assert!(l["p50"].as_u64() <= l["p99"].as_u64(), "{k}: {l}");
+    }
+    check_series(&r);
+    let series = r["series"].as_array().unwrap();
+    let sent: u64 = series.iter().map(|p| p["sent"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(sent, 1800);
+    for p in series {
+        assert!(p["p50_us"].as_u64() <= p["p99_us"].as_u64(), "{p}");
+        if p["delivered"].as_u64().unwrap_or(0) > 0 {
+            assert!(p["p50_us"].as_u64().unwrap() > 0, "{p}");
+        }
+    }
+}
+
+/// Starts `telemetry --worker 0/1` with an init line whose deadline is `deadline_secs`.
+fn lone_worker(deadline_secs: u64) -> std::process::Child {
+    let s = TelemetryScenario::parse(
+        "target = \"127.0.0.1:9\"\ncount = 1\nrate = 1\nduration_secs = 1\n",
+    )
+    .unwrap();
+    let init = WorkerInit {
+        job: Job::Telemetry(s),
+        deadline_secs,
+    };
+    let mut child = Command::new(LOADTEST)
+        .args(["telemetry", "--worker", "0/1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.as_mut().unwrap();
+    writeln!(stdin, "{}", serde_json::to_string(&init).unwrap()).unwrap();
+    stdin.flush().unwrap();
+    child
+}
+
+/// Waits (bounded) for a worker to exit; returns its event lines.
+fn finish(mut child: std::process::Child, limit: Duration) -> Vec<String> {
+    let stdout = child.stdout.take().unwrap();
+    let until = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > until {
+            child.kill().unwrap();
+            panic!("the worker did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
+    BufReader::new(stdout).lines().map(Result::unwrap).collect()
+}
+
+#[test]
+fn a_worker_stops_when_its_pipe_closes() {
+    let mut child = lone_worker(300);
+    drop(child.stdin.take());
+    let lines = finish(child, Duration::from_secs(15));
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("{\"final\":")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn a_worker_stops_at_its_deadline() {
+    // The pipe stays open: only the deadline ends the worker.
+    let child = lone_worker(1);
+    let lines = finish(child, Duration::from_secs(15));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("{\"fatal\":") && l.contains("deadline")),
+        "{lines:?}"
     );
 }
