@@ -16,6 +16,8 @@
 //!   that move messages;
 //! - [`telemetry`]: the `telemetry` scenario (property reports to a subscriber: rate, latency);
 //! - [`command`]: the `command-roundtrip` scenario (sync commands through the HTTP API);
+//! - [`traffic`]: the worker processes holding the devices of `telemetry` and
+//!   `command-roundtrip` (connect, publish on schedule, answer commands);
 //! - [`lwm2m`]: a CoAP/LwM2M device simulator — one device with a blocking API for tests,
 //!   and a fleet of many devices sharing UDP sockets for load tests;
 //! - [`sleepers`]: the `coap-sleepers` scenario (memory per registered, sleeping LwM2M device
@@ -23,7 +25,10 @@
 //! - [`series`]: per-second time series of the reports;
 //! - [`progress`]: progress bars (indicatif) while a scenario runs;
 //! - [`procfs`], [`stats`]: server and generator readings, slopes and percentiles;
-//! - [`summary`]: a Markdown table comparing the reports of several servers.
+//! - [`summary`]: a Markdown table comparing the reports of several servers;
+//! - [`plot`]: PNG charts of reports, several servers' reports of one scenario on one chart;
+//! - [`perf_report`]: docs/perf.md from a run of `loadtest/compare.sh` (every scenario,
+//!   fleetgate on both drivers next to Mosquitto and rumqttd).
 //!
 //! Called by the `fleetgate-loadtest` binary (`src/main.rs`) and by `loadtest/compare-idle.sh`.
 
@@ -33,6 +38,8 @@ pub mod credentials;
 pub mod idle;
 pub mod lwm2m;
 pub mod mqtt;
+pub mod perf_report;
+pub mod plot;
 pub mod pool;
 pub mod procfs;
 pub mod progress;
@@ -43,3 +50,4 @@ pub mod sleepers;
 pub mod stats;
 pub mod summary;
 pub mod telemetry;
+pub mod traffic;

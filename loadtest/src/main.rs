@@ -10,7 +10,7 @@ use fleetgate_loadtest::credentials::{password_lines, provision_file, valid_prod
 use fleetgate_loadtest::idle::{self, protocol::WorkerShare};
 use fleetgate_loadtest::scenario::IdleScenario;
 use fleetgate_loadtest::scenario::{CommandScenario, TelemetryScenario};
-use fleetgate_loadtest::{command, telemetry};
+use fleetgate_loadtest::{command, telemetry, traffic};
 use fleetgate_loadtest::{reconnect, scenario::ReconnectScenario};
 use fleetgate_loadtest::{sleepers, sleepers::SleepersScenario};
 
@@ -58,6 +58,10 @@ enum Cmd {
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
         /// The server's pid (overrides the file's `server_pid`).
         #[arg(long)]
         server_pid: Option<u32>,
@@ -75,6 +79,10 @@ enum Cmd {
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
         /// The server's pid (overrides the file's `server_pid`).
         #[arg(long)]
         server_pid: Option<u32>,
@@ -88,31 +96,45 @@ enum Cmd {
     /// 1 unless every device connected, every report was sent and (at QoS 1) none was lost.
     Telemetry {
         /// Scenario file (see loadtest/scenarios/telemetry.toml).
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "worker")]
+        scenario: Option<PathBuf>,
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
         /// The server's pid (overrides the file's `server_pid`).
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Internal: run as worker INDEX/PROCESSES of a coordinator.
+        #[arg(long, hide = true)]
+        worker: Option<WorkerShare>,
     },
     /// COUNT online devices answer commands sent through the HTTP API at RATE per second with
     /// bounded concurrency. Reports round-trip latency percentiles and errors by status. Exits
     /// 1 unless every command was answered.
     CommandRoundtrip {
         /// Scenario file (see loadtest/scenarios/command-roundtrip.toml).
-        #[arg(long)]
-        scenario: PathBuf,
+        #[arg(long, required_unless_present = "worker")]
+        scenario: Option<PathBuf>,
         /// File holding the API key (overrides the file's `api_key_file`).
         #[arg(long)]
         api_key_file: Option<PathBuf>,
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
         /// The server's pid (overrides the file's `server_pid`).
         #[arg(long)]
         server_pid: Option<u32>,
+        /// Internal: run as worker INDEX/PROCESSES of a coordinator.
+        #[arg(long, hide = true)]
+        worker: Option<WorkerShare>,
     },
     /// DEVICES LwM2M devices register over CoAP at a paced rate and fall asleep; once the
     /// server has hibernated them, reports its memory per sleeping device; then queues delayed
@@ -128,6 +150,10 @@ enum Cmd {
         /// Writes the report as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+        #[arg(long, value_name = "DIR")]
+        plots: Option<PathBuf>,
         /// The server's pid (overrides the file's `server_pid`).
         #[arg(long)]
         server_pid: Option<u32>,
@@ -138,6 +164,33 @@ enum Cmd {
         #[arg(required = true, value_parser = parse_named)]
         reports: Vec<(String, PathBuf)>,
     },
+    /// Writes docs/perf.md from a run of loadtest/compare.sh: its run-info file and the
+    /// reports beside it, one table per scenario with fleetgate's ratios to each peer.
+    PerfReport {
+        /// The run-info JSON the script wrote (reports are read from its directory).
+        #[arg(long)]
+        run_info: PathBuf,
+        /// The Markdown file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Directory of the PNG plots to embed (default: `perf/` beside --out).
+        #[arg(long)]
+        plots: Option<PathBuf>,
+    },
+    /// Draws PNG charts of reports of one scenario kind (NAME=REPORT.json …), one line per
+    /// named server, into OUT_DIR as `{PREFIX}-{chart}.png`; prints each file written. Reports
+    /// of different kinds exit 2.
+    Plot {
+        /// Directory of the PNG files (created if missing).
+        #[arg(long)]
+        out_dir: PathBuf,
+        /// File name prefix (default: the reports' `scenario_kind`).
+        #[arg(long)]
+        prefix: Option<String>,
+        /// `NAME=FILE` pairs, one line each, in legend order.
+        #[arg(required = true, value_parser = parse_named)]
+        reports: Vec<(String, PathBuf)>,
+    },
 }
 
 fn parse_named(s: &str) -> Result<(String, PathBuf), String> {
@@ -145,6 +198,27 @@ fn parse_named(s: &str) -> Result<(String, PathBuf), String> {
         .filter(|(name, file)| !name.is_empty() && !file.is_empty())
         .map(|(name, file)| (name.to_owned(), PathBuf::from(file)))
         .ok_or_else(|| format!("expected NAME=FILE, got {s:?}"))
+}
+
+/// Runs a scenario that writes its report to the given JSON file; with `--plots DIR`, the
+/// report goes to `DIR/{kind}.json` unless `--json` names a file, and its charts are drawn into
+/// DIR afterwards (also after a failed run: its report says why).
+fn run_with_plots(
+    kind: &str,
+    json: Option<PathBuf>,
+    plots: Option<PathBuf>,
+    run: impl FnOnce(Option<&std::path::Path>) -> anyhow::Result<bool>,
+) -> anyhow::Result<bool> {
+    let Some(dir) = plots else {
+        return run(json.as_deref());
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let json = json.unwrap_or_else(|| dir.join(format!("{kind}.json")));
+    let ok = run(Some(&json))?;
+    for path in fleetgate_loadtest::plot::plot_files(&[(String::new(), json)], &dir, None)? {
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ok)
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
@@ -186,6 +260,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::IdleConnections {
             scenario,
             json,
+            plots,
             server_pid,
             worker: None,
         } => {
@@ -194,7 +269,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if server_pid.is_some() {
                 s.server_pid = server_pid;
             }
-            idle::main(&s, json.as_deref())
+            run_with_plots("idle-connections", json, plots, |json| idle::main(&s, json))
         }
         Cmd::ReconnectStorm {
             worker: Some(share),
@@ -203,6 +278,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::ReconnectStorm {
             scenario,
             json,
+            plots,
             server_pid,
             worker: None,
         } => {
@@ -211,42 +287,63 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             if server_pid.is_some() {
                 s.server_pid = server_pid;
             }
-            reconnect::main(&s, json.as_deref())
+            run_with_plots("reconnect-storm", json, plots, |json| {
+                reconnect::main(&s, json)
+            })
         }
+        Cmd::Telemetry {
+            worker: Some(share),
+            ..
+        } => traffic::worker::run(share).map(|()| true),
         Cmd::Telemetry {
             scenario,
             json,
+            plots,
             server_pid,
+            worker: None,
         } => {
-            let mut s = TelemetryScenario::load(&scenario)?;
+            let path = scenario.context("--scenario is required")?;
+            let mut s = TelemetryScenario::load(&path)?;
             if server_pid.is_some() {
                 s.fleet.server_pid = server_pid;
             }
-            telemetry::main(&s, json.as_deref())
+            run_with_plots("telemetry", json, plots, |json| telemetry::main(&s, json))
         }
+        Cmd::CommandRoundtrip {
+            worker: Some(share),
+            ..
+        } => traffic::worker::run(share).map(|()| true),
         Cmd::CommandRoundtrip {
             scenario,
             api_key_file,
             json,
+            plots,
             server_pid,
+            worker: None,
         } => {
-            let mut s = CommandScenario::load(&scenario)?;
+            let path = scenario.context("--scenario is required")?;
+            let mut s = CommandScenario::load(&path)?;
             if server_pid.is_some() {
                 s.fleet.server_pid = server_pid;
             }
-            command::main(&s, api_key_file.as_deref(), json.as_deref())
+            run_with_plots("command-roundtrip", json, plots, |json| {
+                command::main(&s, api_key_file.as_deref(), json)
+            })
         }
         Cmd::CoapSleepers {
             scenario,
             api_key_file,
             json,
+            plots,
             server_pid,
         } => {
             let mut s = SleepersScenario::load(&scenario)?;
             if server_pid.is_some() {
                 s.server_pid = server_pid;
             }
-            sleepers::main(&s, api_key_file.as_deref(), json.as_deref())
+            run_with_plots("coap-sleepers", json, plots, |json| {
+                sleepers::main(&s, api_key_file.as_deref(), json)
+            })
         }
         Cmd::Summary { reports } => {
             let mut rows = Vec::new();
@@ -258,6 +355,30 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 rows.push((name, value));
             }
             print!("{}", fleetgate_loadtest::summary::markdown(&rows));
+            Ok(true)
+        }
+        Cmd::PerfReport {
+            run_info,
+            out,
+            plots,
+        } => {
+            fleetgate_loadtest::perf_report::main(&run_info, &out, plots.as_deref())?;
+            eprintln!("wrote {}", out.display());
+            Ok(true)
+        }
+        Cmd::Plot {
+            out_dir,
+            prefix,
+            reports,
+        } => {
+            let written =
+                fleetgate_loadtest::plot::plot_files(&reports, &out_dir, prefix.as_deref())?;
+            if written.is_empty() {
+                eprintln!("no chart had data: nothing written");
+            }
+            for path in written {
+                println!("{}", path.display());
+            }
             Ok(true)
         }
     }
