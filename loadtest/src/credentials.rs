@@ -210,6 +210,25 @@ pub const COMMAND_NAME: &str = "SET";
 /// The topic filter the monitor (device 0) may subscribe to: every device's property reports.
 pub const REPORTS_FILTER: &str = "$oc/devices/+/sys/properties/report";
 
+/// The first level of every device topic: fleetgate's `$oc` (spec/device-protocol.md).
+pub const DEFAULT_TOPIC_ROOT: &str = "$oc";
+
+/// `{root}/devices/{device}/sys/{rest}`: a device topic (or filter, with `+` as the device)
+/// under `root` — [`DEFAULT_TOPIC_ROOT`] on fleetgate, possibly another first level on a plain
+/// broker that refuses `$` topics (the scenario key `topic_root`).
+pub fn device_topic(root: &str, device: &str, rest: &str) -> String {
+    format!("{root}/devices/{device}/sys/{rest}")
+}
+
+/// Whether `root` can be the first level of a topic: 1-16 characters of `[A-Za-z0-9$_-]`
+/// (no `/` and no wildcard).
+pub fn valid_topic_root(root: &str) -> bool {
+    (1..=16).contains(&root.len())
+        && root
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'$' | b'_' | b'-'))
+}
+
 /// The model of the load-test product: service `LoadTest` with the properties a `telemetry`
 /// report carries (`seq` and `ts`, longs: sequence number and send time in µs since the Unix
 /// epoch; `value`, an int 0–100; `pad`, a string filling the payload to a size) and the
@@ -372,6 +391,22 @@ mod tests {
         assert!(anonymous.username.is_empty() && anonymous.password.is_empty());
         assert_eq!(Auth::parse("password"), Some(Auth::Password));
         assert_eq!(Auth::parse("Password"), None);
+    }
+
+    #[test]
+    fn device_topics_take_their_root() {
+        assert_eq!(
+            device_topic(DEFAULT_TOPIC_ROOT, "+", "properties/report"),
+            REPORTS_FILTER
+        );
+        assert_eq!(
+            device_topic("oc", "lt_n000001", "commands/#"),
+            "oc/devices/lt_n000001/sys/commands/#"
+        );
+        assert!(valid_topic_root("$oc") && valid_topic_root("oc") && valid_topic_root("a-b_1"));
+        for bad in ["", "a/b", "+", "#", "oc ", &"x".repeat(17)] {
+            assert!(!valid_topic_root(bad), "{bad:?}");
+        }
     }
 
     #[test]

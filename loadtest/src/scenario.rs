@@ -81,6 +81,9 @@ pub struct IdleScenario {
     /// `$oc/devices/{device_id}/sys/commands/#` and counts as established only once a SUBACK
     /// grants QoS 0 or 1 (the memory of an idle session with one subscription).
     pub subscribe: bool,
+    /// First level of the subscribed topic: `$oc` (fleetgate) or, for a plain broker that
+    /// refuses `$` filters (rumqttd), another root such as `oc`.
+    pub topic_root: String,
     /// Connection attempts awaiting CONNACK at once, per process (keeps bursts under the
     /// listen backlog).
     pub max_inflight: u64,
@@ -106,6 +109,7 @@ const IDLE_KEYS: &[&str] = &[
     "sign_type",
     "auth",
     "subscribe",
+    "topic_root",
     "max_inflight",
     "slope_from",
 ];
@@ -249,6 +253,17 @@ impl Reader<'_> {
         }
     }
 
+    /// The key `topic_root` (default `$oc`): the first level of the device topics.
+    fn topic_root(&mut self) -> String {
+        let root = self.string("topic_root", Some(crate::credentials::DEFAULT_TOPIC_ROOT));
+        if !crate::credentials::valid_topic_root(&root) {
+            self.problems.push(format!(
+                "topic_root: {root:?} must be 1-16 characters of [A-Za-z0-9$_-]"
+            ));
+        }
+        root
+    }
+
     /// The key `auth` (default "device"), one of [`Auth::NAMES`].
     fn auth(&mut self) -> Auth {
         let got = match self.get("auth", false) {
@@ -332,6 +347,7 @@ impl IdleScenario {
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
         let auth = r.auth();
         let subscribe = r.boolean("subscribe", false);
+        let topic_root = r.topic_root();
         let max_inflight = r.int("max_inflight", Some(1000), 1..=4096);
         let slope_from = r.int("slope_from", Some(5000), 0..=1_000_000);
         let mut problems = r.problems;
@@ -372,6 +388,7 @@ impl IdleScenario {
             sign_type,
             auth,
             subscribe,
+            topic_root,
             max_inflight,
             slope_from,
         })
@@ -443,6 +460,17 @@ mod tests {
         let s = IdleScenario::parse(&text).unwrap();
         assert!(!s.subscribe);
         assert_eq!(s.auth, Auth::Anonymous);
+    }
+
+    #[test]
+    fn topic_root_defaults_to_fleetgate_and_is_checked() {
+        let base = "target = \"127.0.0.1:1883\"\ncount = 10\nrate = 10\n";
+        let s = IdleScenario::parse(base).unwrap();
+        assert_eq!(s.topic_root, "$oc");
+        let s = IdleScenario::parse(&format!("{base}topic_root = \"oc\"\n")).unwrap();
+        assert_eq!(s.topic_root, "oc");
+        let e = IdleScenario::parse(&format!("{base}topic_root = \"a/b\"\n")).unwrap_err();
+        assert!(e.0.iter().any(|p| p.starts_with("topic_root:")), "{e}");
     }
 
     #[test]

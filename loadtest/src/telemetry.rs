@@ -36,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::conn::{self, Framer, Packet};
-use crate::credentials::{Identities, MqttCredentials, REPORTS_FILTER, SERVICE_ID};
+use crate::credentials::{Identities, MqttCredentials, SERVICE_ID, device_topic};
 use crate::procfs::{self, CpuSecs, CpuTicks};
 use crate::progress::Progress;
 use crate::scenario::{Auth, Fleet, TelemetryScenario};
@@ -330,12 +330,13 @@ fn start_monitor(s: &TelemetryScenario) -> anyhow::Result<Monitor> {
         .await
         .map_err(|e| anyhow::anyhow!("the monitor (device 0) could not connect: {e}"))?;
         let mut framer = Framer::default();
-        let codes = subscribe(&mut mon, &mut framer, REPORTS_FILTER, s.qos, timeout)
+        let filter = device_topic(&s.fleet.topic_root, "+", "properties/report");
+        let codes = subscribe(&mut mon, &mut framer, &filter, s.qos, timeout)
             .await
             .map_err(|e| anyhow::anyhow!("the monitor's subscription: {e}"))?;
         if codes.first().is_none_or(|&c| c > 1) {
             bail!(
-                "the server refused the monitor's subscription to {REPORTS_FILTER} (codes {codes:?}); on fleetgate, provision with `fleetgate-loadtest credentials`, which adds the ACL rule"
+                "the server refused the monitor's subscription to {filter} (codes {codes:?}); on fleetgate, provision with `fleetgate-loadtest credentials`, which adds the ACL rule"
             );
         }
         Ok((mon, framer))

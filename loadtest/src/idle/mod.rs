@@ -277,7 +277,7 @@ fn assemble(
         },
         connect_latency_us: percentiles(&hist),
         subscriptions: s.subscribe.then(|| Subscriptions {
-            filter: worker::COMMAND_FILTER,
+            filter: worker::command_filter(&s.topic_root, "{device_id}"),
             requested_qos: worker::SUBSCRIBE_QOS,
             granted_qos,
             latency_us: percentiles(&suback_hist),

@@ -113,7 +113,7 @@ pub struct Generator {
 #[derive(Debug, Clone, Serialize)]
 pub struct Subscriptions {
     /// The filter, `{device_id}` standing for each connection's own device id.
-    pub filter: &'static str,
+    pub filter: String,
     /// The QoS requested.
     pub requested_qos: u8,
     /// Established connections by the QoS their SUBACK granted (0 or 1). Refusals (0x80) are

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::protocol::{Command, Counts, Event, WorkerInit, WorkerReport, WorkerShare};
-use crate::credentials::{Identities, MqttCredentials, device_id};
+use crate::credentials::{Identities, MqttCredentials, device_id, device_topic};
 use crate::mqtt::{
     CONNACK_LEN, ConnAck, Connect, DISCONNECT, PINGREQ, SUBACK_LEN, Scanner, SubAck, packet_type,
 };
@@ -55,14 +55,12 @@ struct Shared {
 const SUBSCRIBE_PACKET_ID: u16 = 1;
 /// The QoS each connection subscribes at.
 pub const SUBSCRIBE_QOS: u8 = 1;
-/// The filter each connection subscribes to with `subscribe = true`, `{device_id}` standing for
-/// its own device id (as the report shows it).
-pub const COMMAND_FILTER: &str = "$oc/devices/{device_id}/sys/commands/#";
-
-/// The command topic filter of one device: [`COMMAND_FILTER`] for `device_id` (fleetgate
-/// allows a device this filter, spec/device-protocol.md; plain brokers allow anything).
-pub fn command_filter(device_id: &str) -> String {
-    format!("$oc/devices/{device_id}/sys/commands/#")
+/// The command topic filter of one device under `root` (the scenario's `topic_root`):
+/// `{root}/devices/{device_id}/sys/commands/#` (fleetgate allows a device this filter under
+/// `$oc`, spec/device-protocol.md; plain brokers allow anything they accept at all). With
+/// `{device_id}` as the device it is the filter as the report shows it.
+pub fn command_filter(root: &str, device_id: &str) -> String {
+    device_topic(root, device_id, "commands/#")
 }
 
 /// How a connection got established.
@@ -221,7 +219,7 @@ impl Worker {
                         let g = self.counts.attempted * p + u64::from(self.share.index);
                         let spec = ConnSpec { source: s.source((g % u64::from(s.sources)) as u32), ..spec.clone() };
                         let creds = self.ids.mqtt(g + 1, SystemTime::now());
-                        let filter = s.subscribe.then(|| command_filter(&device_id(&s.product, g + 1)));
+                        let filter = s.subscribe.then(|| command_filter(&s.topic_root, &device_id(&s.product, g + 1)));
                         tokio::spawn(connection(spec, creds, filter, ev_tx.clone(), Arc::clone(&self.shared), stop_rx.clone()));
                         self.counts.attempted += 1;
                     }
@@ -471,13 +469,12 @@ mod tests {
     #[test]
     fn the_command_filter_is_the_devices_own() {
         assert_eq!(
-            command_filter("lt_n000042"),
+            command_filter("$oc", "lt_n000042"),
             "$oc/devices/lt_n000042/sys/commands/#"
         );
         assert_eq!(
-            command_filter("{device_id}"),
-            COMMAND_FILTER,
-            "the documented filter and the one sent agree"
+            command_filter("oc", "{device_id}"),
+            "oc/devices/{device_id}/sys/commands/#"
         );
     }
 
@@ -499,7 +496,7 @@ mod tests {
         let task = connection(
             spec,
             creds,
-            Some(command_filter("lt_n000001")),
+            Some(command_filter("$oc", "lt_n000001")),
             events,
             Arc::new(Shared::default()),
             stop,

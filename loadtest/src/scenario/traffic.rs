@@ -54,6 +54,9 @@ pub struct Fleet {
     pub sign_type: u8,
     /// How the devices authenticate.
     pub auth: Auth,
+    /// First level of the device topics: `$oc` (fleetgate) or, for a plain broker that
+    /// refuses `$` filters (rumqttd), another root such as `oc`.
+    pub topic_root: String,
     /// The server's pid, whose CPU is read from /proc; none = not read.
     pub server_pid: Option<u32>,
 }
@@ -70,6 +73,7 @@ const FLEET_KEYS: &[&str] = &[
     "connect_timeout_secs",
     "sign_type",
     "auth",
+    "topic_root",
     "server_pid",
 ];
 
@@ -90,6 +94,7 @@ impl Fleet {
         let connect_timeout_secs = r.int("connect_timeout_secs", Some(10), 1..=300);
         let sign_type = r.int("sign_type", Some(0), 0..=1) as u8;
         let auth = r.auth();
+        let topic_root = r.topic_root();
         let server_pid = r.server_pid();
         let target = loopback_addr("target", &target_text, &mut r.problems);
         check_product(&product, &mut r.problems);
@@ -113,6 +118,7 @@ impl Fleet {
             connect_timeout_secs,
             sign_type,
             auth,
+            topic_root,
             server_pid,
         }
     }
@@ -296,6 +302,12 @@ impl CommandScenario {
                     .to_owned(),
             );
         }
+        if fleet.topic_root != crate::credentials::DEFAULT_TOPIC_ROOT {
+            r.problems.push(format!(
+                "topic_root: command-roundtrip sends commands through fleetgate's API, whose devices use {:?}",
+                crate::credentials::DEFAULT_TOPIC_ROOT
+            ));
+        }
         if !r.problems.is_empty() {
             return Err(Problems(r.problems));
         }
@@ -429,6 +441,35 @@ mod tests {
         assert!(
             p[0].starts_with("processes: 1 process(es) for 40000 devices"),
             "{p:#?}"
+        );
+    }
+
+    #[test]
+    fn topic_root_is_read_and_command_roundtrip_needs_fleetgates() {
+        assert_eq!(telemetry("count = 5\n").unwrap().fleet.topic_root, "$oc");
+        assert_eq!(
+            telemetry("count = 5\ntopic_root = \"oc\"\n")
+                .unwrap()
+                .fleet
+                .topic_root,
+            "oc"
+        );
+        assert!(
+            problems("count = 5\ntopic_root = \"+\"\n")
+                .iter()
+                .any(|p| p.starts_with("topic_root:"))
+        );
+        let cmd = |extra: &str| {
+            CommandScenario::parse(&format!(
+                "target = \"127.0.0.1:1883\"\napi = \"127.0.0.1:8080\"\nproject = \"p\"\ncount = 5\nrate = 10\n{extra}"
+            ))
+        };
+        assert!(cmd("").is_ok(), "{:?}", cmd(""));
+        let e = cmd("topic_root = \"oc\"\n").unwrap_err();
+        assert!(
+            e.0.iter()
+                .any(|p| p.contains("command-roundtrip sends commands")),
+            "{e}"
         );
     }
 

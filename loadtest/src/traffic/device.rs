@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::command::response_topic;
 use crate::conn::{self, Framer, Packet};
-use crate::credentials::{Identities, device_id};
+use crate::credentials::{Identities, device_id, device_topic};
 use crate::mqtt::{DISCONNECT, PINGREQ};
 use crate::scenario::Fleet;
 use crate::telemetry::{payload, subscribe};
@@ -194,10 +194,7 @@ pub(crate) async fn run(
     };
     let mut framer = Framer::default();
     if let Role::Answer { command_qos: 1.. } = ctx.role {
-        let filter = format!(
-            "$oc/devices/{}/sys/commands/#",
-            device_id(&f.product, d + 1)
-        );
+        let filter = device_topic(&f.topic_root, &device_id(&f.product, d + 1), "commands/#");
         // Boxed: the SUBSCRIBE's read buffer is not kept in every device's task.
         match Box::pin(subscribe(&mut stream, &mut framer, &filter, 1, timeout)).await {
             Ok(codes) if codes.first().is_some_and(|&c| c <= 1) => {}
@@ -212,9 +209,10 @@ pub(crate) async fn run(
         }
     }
     event(DevEvent::Connected(k)).await;
-    let topic = format!(
-        "$oc/devices/{}/sys/properties/report",
-        device_id(&f.product, d + 1)
+    let topic = device_topic(
+        &f.topic_root,
+        &device_id(&f.product, d + 1),
+        "properties/report",
     );
     let end = serve(&ctx, k, &topic, &mut stream, framer, plan, &mut stop).await;
     match end {
