@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use fleetgate_model::command::{Command, CommandEvent, CommandStatus, NewCommand, SendStrategy};
 use fleetgate_model::product::ProtocolType;
 use fleetgate_model::{CommandId, DeviceId, ProductId, RequestId, Timestamp};
@@ -194,7 +194,10 @@ pub enum CancelError {
 /// Work for the service thread.
 #[derive(Debug)]
 enum Job {
+    /// The device talked to us and may have PENDING commands.
     Wake(DeviceId),
+    /// A delayed command was just stored for the device: it has a PENDING command.
+    Queued(DeviceId),
     Acked(DeviceId, CommandId),
     Result(DeviceId, CommandId, bool, Value),
 }
@@ -225,6 +228,13 @@ pub struct CommandService {
     /// Device → the cached command it is working on (SENT, or DELIVERED while waiting for the
     /// result). Only devices with a command under way have an entry.
     inflight: DashMap<DeviceId, Inflight>,
+    /// Devices that may have PENDING commands. A wake of any other device costs nothing: no
+    /// job, no storage read (an MQTT connect or a CoAP uplink of a device without cached
+    /// commands, nearly all of them). Filled from storage at [`CommandService::start`], added
+    /// to for every delayed command (on the command thread, through [`Job::Queued`], so that
+    /// it is ordered after any removal), and cleared by the command thread when it finds the
+    /// device's queue empty.
+    queued: DashSet<DeviceId>,
     products: Cache<ProductId, Via>,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
     stop: std::sync::atomic::AtomicBool,
@@ -267,6 +277,7 @@ impl CommandService {
             jobs,
             rx: parking_lot::Mutex::new(Some(rx)),
             inflight: DashMap::new(),
+            queued: DashSet::new(),
             products: Cache::new(10_000),
             thread: parking_lot::Mutex::new(None),
             stop: std::sync::atomic::AtomicBool::new(false),
@@ -293,11 +304,29 @@ impl CommandService {
         let Some(rx) = self.rx.lock().take() else {
             return Ok(());
         };
+        self.load_queued()?;
         let this = Arc::downgrade(self);
         let t = std::thread::Builder::new()
             .name("commands".into())
             .spawn(move || run(this, rx))?;
         *self.thread.lock() = Some(t);
+        Ok(())
+    }
+
+    /// Marks every device with a stored PENDING command as queued. Every PENDING command has
+    /// an expiry deadline within [`fleetgate_model::command::MAX_EXPIRE_SECS`], so the
+    /// deadline index lists them all.
+    fn load_queued(&self) -> std::io::Result<()> {
+        let horizon = now().plus_secs(2 * fleetgate_model::command::MAX_EXPIRE_SECS);
+        let due = self
+            .storage
+            .due_commands(horizon, usize::MAX)
+            .map_err(|e| std::io::Error::other(format!("reading cached commands: {e}")))?;
+        for c in due {
+            if c.status == CommandStatus::Pending {
+                self.queued.insert(c.device_id);
+            }
+        }
         Ok(())
     }
 
@@ -363,7 +392,8 @@ impl CommandService {
                     }
                 }
                 self.emit(command.clone());
-                self.wake(&device);
+                self.queued.insert(device.clone());
+                self.job(Job::Queued(device));
                 Ok(Created::New(command))
             }
             SendStrategy::Immediately => {
@@ -434,7 +464,7 @@ impl CommandService {
     /// The device talked to us: send its next cached command if it has one and none is under
     /// way. Cheap to call on every uplink.
     pub fn wake(&self, device: &DeviceId) {
-        if self.inflight.contains_key(device) {
+        if self.inflight.contains_key(device) || !self.queued.contains(device) {
             return;
         }
         let _ = self.jobs.try_send(Job::Wake(device.clone()));
@@ -535,7 +565,12 @@ impl CommandService {
                     return;
                 }
             };
-            let Some(c) = next else { return };
+            let Some(c) = next else {
+                // Only this thread removes, and a newer delayed command re-inserts through
+                // Job::Queued, which this thread sees after this removal.
+                self.queued.remove(device);
+                return;
+            };
             let at = now();
             if c.is_expired_at(at) {
                 self.update(&c.command_id, CommandEvent::Expired);
@@ -677,6 +712,10 @@ fn run(service: Weak<CommandService>, rx: Receiver<Job>) {
         }
         match job {
             Ok(Job::Wake(d)) => s.next(&d),
+            Ok(Job::Queued(d)) => {
+                s.queued.insert(d.clone());
+                s.next(&d);
+            }
             Ok(Job::Acked(d, id)) => s.on_answer(&d, id, CommandEvent::Acked),
             Ok(Job::Result(d, id, success, detail)) => {
                 s.on_answer(&d, id, CommandEvent::Result { success, detail })
@@ -689,5 +728,112 @@ fn run(service: Weak<CommandService>, rx: Receiver<Job>) {
             s.sweep();
             s.release_held();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fleetgate_model::command::{CommandMode, NewCommand};
+    use fleetgate_model::device::{Credential, DeviceSecret};
+    use fleetgate_model::{CommandName, testing};
+    use fleetgate_storage::{DeviceStore, MemStore, ProductStore};
+
+    use super::*;
+    use crate::config::UpstreamPolicy;
+    use crate::upstream::UpstreamQueue;
+
+    /// A service over a store with the water meter product and devices `d1`, `d2`; not
+    /// started, so its jobs stay in the queue where the test can count them.
+    fn service() -> (Arc<CommandService>, Arc<dyn Storage>, UpstreamQueue) {
+        let store = MemStore::in_memory();
+        let product = testing::water_meter();
+        store.create_product(&product).unwrap();
+        let cred = Credential::Secret(DeviceSecret::new("s3cret-value").unwrap());
+        for node in ["d1", "d2"] {
+            store
+                .create_device(&testing::device(&product, node), &cred)
+                .unwrap();
+        }
+        let storage: Arc<dyn Storage> = Arc::new(store);
+        let queue = UpstreamQueue::new(1024, UpstreamPolicy::Backpressure);
+        let s = CommandService::new(
+            Arc::clone(&storage),
+            CommandsConfig::default(),
+            queue.sender(),
+        );
+        (s, storage, queue)
+    }
+
+    /// Every device reachable, every send accepted.
+    struct Reachable;
+
+    impl CommandTransport for Reachable {
+        fn reachable(&self, _device: &DeviceId) -> bool {
+            true
+        }
+        fn send(&self, _command: &Command) -> Result<(), SendError> {
+            Ok(())
+        }
+        fn check(&self, _command: &Command) -> Result<(), SendError> {
+            Ok(())
+        }
+    }
+
+    fn queued_jobs(s: &CommandService) -> usize {
+        s.rx.lock().as_ref().map_or(0, Receiver::len)
+    }
+
+    fn device(node: &str) -> DeviceId {
+        testing::device(&testing::water_meter(), node).device_id
+    }
+
+    #[test]
+    fn waking_a_device_without_cached_commands_costs_no_job() {
+        let (s, storage, _queue) = service();
+        let transport: Arc<dyn CommandTransport> = Arc::new(Reachable);
+        s.attach_mqtt(Arc::downgrade(&transport));
+        let d1 = device("d1");
+        let pending = Command::new_delayed(
+            NewCommand {
+                device_id: d1.clone(),
+                app_id: testing::app(),
+                mode: CommandMode::Async,
+                service_id: None,
+                command_name: CommandName::new("SET").unwrap(),
+                paras: Value::Null,
+                supersede_key: None,
+                idempotency_key: None,
+            },
+            3600,
+            now(),
+        );
+        storage.enqueue_command(&pending).unwrap();
+
+        s.wake(&d1);
+        s.wake(&device("d2"));
+        assert_eq!(
+            queued_jobs(&s),
+            0,
+            "nothing is known to be queued before start"
+        );
+
+        // What start() does first: every device with a stored PENDING command is queued.
+        s.load_queued().unwrap();
+        s.wake(&device("d2"));
+        assert_eq!(queued_jobs(&s), 0, "d2 has no cached command");
+        s.wake(&d1);
+        assert_eq!(queued_jobs(&s), 1, "d1 has one");
+
+        // The command thread finds d1's queue empty once its command is gone: d1 is no
+        // longer queued and its next wake costs nothing.
+        storage
+            .update_command(&pending.command_id, &mut |c| {
+                c.apply(CommandEvent::Canceled, now())
+                    .map_err(StorageError::abort)
+            })
+            .unwrap();
+        s.next(&d1);
+        s.wake(&d1);
+        assert_eq!(queued_jobs(&s), 1, "no second job for d1");
     }
 }
