@@ -3,7 +3,7 @@
 # docs/perf.md (generated, with PNG plots under docs/perf/) and the raw JSON reports under
 # loadtest/results/compare/.
 #
-#   loadtest/compare.sh                          # everything (planned: ~20 min on 2 cores)
+#   loadtest/compare.sh                          # everything (~17 min on 2 cores, built)
 #   SMOKE=1 loadtest/compare.sh                  # tiny counts, all four servers (~3 min)
 #   SERVERS="fleetgate-epoll mosquitto" SCENARIOS="telemetry" loadtest/compare.sh
 #
@@ -13,7 +13,7 @@
 # binaries, registers the load-test devices once, then runs every scenario against every
 # server, scenario by scenario: each run starts the server afresh on 127.0.0.1 on a port of
 # its own, runs one `fleetgate-loadtest` subcommand against it and stops it by its PID. Then it
-# draws the plots (`fleetgate-loadtest plot`, when the binary has it) and writes the report
+# draws the plots (`fleetgate-loadtest plot`) and writes the report
 # (`fleetgate-loadtest perf-report`). Every server is bounded by a watchdog, every generator
 # run by its own deadline and by `timeout`, everything started is stopped on exit, and nothing
 # targets addresses outside 127.0.0.0/8. A run that fails against one server is recorded in the
@@ -32,10 +32,9 @@
 #   reconnect-storm    STORM_COUNT devices drop and reconnect at once                  (~0.4 min)
 #   command-roundtrip  fleetgate only: CMD_RATE/s sync commands for CMD_SECS           (~0.5 min)
 #   coap-sleepers      fleetgate only: SLEEPERS LwM2M devices, WAKE woken with a command (~1 min)
-# Duration: SMOKE=1 measured 2 min 50 s on a 2-core machine with the build cached (4 servers,
-# 28 runs). The default run adds up to about 20 minutes after the build from the per-run plan
-# above (it has not been timed end to end yet); perf.md states the duration each run measured.
-# Add about 4 minutes the first time for rumqttd, and the release build when it is not cached.
+# Duration on a 2-core machine with the build cached: the default run 17 min, SMOKE=1 about
+# 3 min (4 servers, 28 runs); perf.md states the duration of the run it reports. Add about
+# 4 minutes the first time for rumqttd, and the release build when it is not cached.
 #
 # Environment (defaults; SMOKE=1 defaults in brackets):
 #   SMOKE (0)             1: tiny counts, a few seconds per scenario, OUT in a temporary directory
@@ -47,7 +46,7 @@
 #   TEL_DEVICES (2000 [200]) telemetry devices (fleetgate allows 100 msg/s per device)
 #   SAT_RATE (150000 [10000]), SAT_SECS (10 [3])   telemetry (a)
 #   RATE (10000 [2000])   telemetry (c);  TEL_SECS (20 [3]) telemetry (b) and (c)
-#   TEL_PROCESSES (2)     generator processes for telemetry (when the generator has the key)
+#   TEL_PROCESSES (2)     generator processes for telemetry
 #   TEL_MAX_INFLIGHT ()   per-device QoS 1 window of the telemetry generator (its default if empty)
 #   STORM_COUNT (10000 [300]) reconnect-storm devices
 #   CMD_DEVICES (1000 [20]), CMD_RATE (1000 [50]), CMD_SECS (20 [3])   command-roundtrip
