@@ -73,7 +73,8 @@ pub(super) fn render_rgb(chart: &Chart) -> anyhow::Result<Vec<u8>> {
 
 /// An axis label, in the unit the axis's largest value calls for, so one axis reads alike:
 /// on an axis up to 18,000, 8000 → `8k`; up to 2,500,000, 500000 → `0.5M`; small values keep
-/// up to three decimals (0.25 → `0.25`).
+/// up to three decimals (0.25 → `0.25`). With `axis_max` 0 each value takes its own unit (log
+/// axes).
 pub(super) fn tick(v: f64, axis_max: f64) -> String {
     fn trim(s: String) -> String {
         if s.contains('.') {
@@ -204,7 +205,9 @@ fn draw<DB: DrawingBackend>(chart: &Chart, root: &DrawingArea<DB, Shift>) -> any
             )
             .map_err(drawing)?;
         let corner = legend_corner(chart, (x0, x1), (y0, y1), f64::ln);
-        finish(ctx, chart, corner, (x1, y1))
+        // A log axis spans decades: each label takes the unit of its own value (0.5, 20, 2k),
+        // which an axis maximum of 0 asks of `tick`.
+        finish(ctx, chart, corner, (x1, 0.0))
     } else {
         let y0 = lo.min(0.0);
         let span = if hi > y0 { hi - y0 } else { 1.0 };

@@ -444,6 +444,16 @@ fn axis_labels_are_short_and_alike_along_one_axis() {
 }
 
 #[test]
+fn log_axis_labels_take_the_unit_of_their_own_value() {
+    // A log latency axis from 0.2 ms to seconds: 0.5 stays 0.5, not "0M".
+    assert_eq!(tick(0.5, 0.0), "0.5");
+    assert_eq!(tick(2.0, 0.0), "2");
+    assert_eq!(tick(200.0, 0.0), "200");
+    assert_eq!(tick(20_000.0, 0.0), "20k");
+    assert_eq!(tick(2e6, 0.0), "2M");
+}
+
+#[test]
 fn log_axes_get_one_two_five_ticks() {
     let t = log_ticks(0.4, 60.0, &[1.0, 2.0, 5.0]);
     let want = [0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0];
