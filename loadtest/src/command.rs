@@ -160,12 +160,7 @@ impl CommandReport {
             g.processes,
             g.cores_busy_sending
         );
-        for (k, v) in &self.devices.failures {
-            out += &format!("  connect failure {k}: {v}\n");
-        }
-        for (k, v) in &self.devices.dropped {
-            out += &format!("  dropped {k}: {v}\n");
-        }
+        out += &self.devices.problems_text();
         out
     }
 }

@@ -1,7 +1,7 @@
 //! `fleetgate-loadtest`: the command line of fleetgate's load generator. One subcommand per
 //! scenario; see `fleetgate-loadtest --help` and `loadtest/scenarios/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -55,16 +55,8 @@ enum Cmd {
         /// Scenario file (see loadtest/scenarios/idle-connections.toml).
         #[arg(long, required_unless_present = "worker")]
         scenario: Option<PathBuf>,
-        /// Writes the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
-        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
-        #[arg(long, value_name = "DIR")]
-        plots: Option<PathBuf>,
-        /// The server's pid (overrides the file's `server_pid`).
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        out: Outputs,
         /// Internal: run as worker INDEX/PROCESSES of a coordinator.
         #[arg(long, hide = true)]
         worker: Option<WorkerShare>,
@@ -76,16 +68,8 @@ enum Cmd {
         /// Scenario file (see loadtest/scenarios/reconnect-storm.toml).
         #[arg(long, required_unless_present = "worker")]
         scenario: Option<PathBuf>,
-        /// Writes the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
-        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
-        #[arg(long, value_name = "DIR")]
-        plots: Option<PathBuf>,
-        /// The server's pid (overrides the file's `server_pid`).
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        out: Outputs,
         /// Internal: run as worker INDEX/PROCESSES of a coordinator.
         #[arg(long, hide = true)]
         worker: Option<WorkerShare>,
@@ -98,16 +82,8 @@ enum Cmd {
         /// Scenario file (see loadtest/scenarios/telemetry.toml).
         #[arg(long, required_unless_present = "worker")]
         scenario: Option<PathBuf>,
-        /// Writes the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
-        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
-        #[arg(long, value_name = "DIR")]
-        plots: Option<PathBuf>,
-        /// The server's pid (overrides the file's `server_pid`).
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        out: Outputs,
         /// Internal: run as worker INDEX/PROCESSES of a coordinator.
         #[arg(long, hide = true)]
         worker: Option<WorkerShare>,
@@ -122,16 +98,8 @@ enum Cmd {
         /// File holding the API key (overrides the file's `api_key_file`).
         #[arg(long)]
         api_key_file: Option<PathBuf>,
-        /// Writes the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
-        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
-        #[arg(long, value_name = "DIR")]
-        plots: Option<PathBuf>,
-        /// The server's pid (overrides the file's `server_pid`).
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        out: Outputs,
         /// Internal: run as worker INDEX/PROCESSES of a coordinator.
         #[arg(long, hide = true)]
         worker: Option<WorkerShare>,
@@ -147,16 +115,8 @@ enum Cmd {
         /// File holding the API key (overrides the file's `api_key_file`).
         #[arg(long)]
         api_key_file: Option<PathBuf>,
-        /// Writes the report as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
-        /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
-        #[arg(long, value_name = "DIR")]
-        plots: Option<PathBuf>,
-        /// The server's pid (overrides the file's `server_pid`).
-        #[arg(long)]
-        server_pid: Option<u32>,
+        #[command(flatten)]
+        out: Outputs,
     },
     /// Prints a Markdown table comparing idle-connections reports (NAME=REPORT.json …).
     Summary {
@@ -193,32 +153,55 @@ enum Cmd {
     },
 }
 
+/// The outputs and the server every scenario subcommand shares.
+#[derive(Debug, clap::Args)]
+struct Outputs {
+    /// Writes the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// After the run, draws the report's charts into DIR as `{scenario_kind}-{chart}.png`
+    /// (the report is kept there as `{scenario_kind}.json` unless --json names a file).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// The server's pid (overrides the file's `server_pid`).
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+impl Outputs {
+    /// Runs a scenario that writes its report to the given JSON file; with `--plots DIR`, the
+    /// report goes to `DIR/{kind}.json` unless `--json` names a file, and its charts are drawn
+    /// into DIR afterwards (also after a failed run: its report says why).
+    fn run(
+        self,
+        kind: &str,
+        run: impl FnOnce(Option<&Path>) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<bool> {
+        let Some(dir) = self.plots else {
+            return run(self.json.as_deref());
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let json = self
+            .json
+            .unwrap_or_else(|| dir.join(format!("{kind}.json")));
+        let ok = run(Some(&json))?;
+        for path in fleetgate_loadtest::plot::plot_files(&[(String::new(), json)], &dir, None)? {
+            eprintln!("wrote {}", path.display());
+        }
+        Ok(ok)
+    }
+}
+
+/// The `--scenario` file of a coordinator (clap requires it unless `--worker` is given).
+fn scenario_path(scenario: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    scenario.context("--scenario is required")
+}
+
 fn parse_named(s: &str) -> Result<(String, PathBuf), String> {
     s.split_once('=')
         .filter(|(name, file)| !name.is_empty() && !file.is_empty())
         .map(|(name, file)| (name.to_owned(), PathBuf::from(file)))
         .ok_or_else(|| format!("expected NAME=FILE, got {s:?}"))
-}
-
-/// Runs a scenario that writes its report to the given JSON file; with `--plots DIR`, the
-/// report goes to `DIR/{kind}.json` unless `--json` names a file, and its charts are drawn into
-/// DIR afterwards (also after a failed run: its report says why).
-fn run_with_plots(
-    kind: &str,
-    json: Option<PathBuf>,
-    plots: Option<PathBuf>,
-    run: impl FnOnce(Option<&std::path::Path>) -> anyhow::Result<bool>,
-) -> anyhow::Result<bool> {
-    let Some(dir) = plots else {
-        return run(json.as_deref());
-    };
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let json = json.unwrap_or_else(|| dir.join(format!("{kind}.json")));
-    let ok = run(Some(&json))?;
-    for path in fleetgate_loadtest::plot::plot_files(&[(String::new(), json)], &dir, None)? {
-        eprintln!("wrote {}", path.display());
-    }
-    Ok(ok)
 }
 
 fn run(cli: Cli) -> anyhow::Result<bool> {
@@ -259,17 +242,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => idle::worker::run(share).map(|()| true),
         Cmd::IdleConnections {
             scenario,
-            json,
-            plots,
-            server_pid,
+            out,
             worker: None,
         } => {
-            let path = scenario.context("--scenario is required")?;
-            let mut s = IdleScenario::load(&path)?;
-            if server_pid.is_some() {
-                s.server_pid = server_pid;
-            }
-            run_with_plots("idle-connections", json, plots, |json| idle::main(&s, json))
+            let mut s = IdleScenario::load(&scenario_path(scenario)?)?;
+            s.server_pid = out.server_pid.or(s.server_pid);
+            out.run("idle-connections", |json| idle::main(&s, json))
         }
         Cmd::ReconnectStorm {
             worker: Some(share),
@@ -277,19 +255,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => reconnect::worker::run(share).map(|()| true),
         Cmd::ReconnectStorm {
             scenario,
-            json,
-            plots,
-            server_pid,
+            out,
             worker: None,
         } => {
-            let path = scenario.context("--scenario is required")?;
-            let mut s = ReconnectScenario::load(&path)?;
-            if server_pid.is_some() {
-                s.server_pid = server_pid;
-            }
-            run_with_plots("reconnect-storm", json, plots, |json| {
-                reconnect::main(&s, json)
-            })
+            let mut s = ReconnectScenario::load(&scenario_path(scenario)?)?;
+            s.server_pid = out.server_pid.or(s.server_pid);
+            out.run("reconnect-storm", |json| reconnect::main(&s, json))
         }
         Cmd::Telemetry {
             worker: Some(share),
@@ -297,17 +268,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => traffic::worker::run(share).map(|()| true),
         Cmd::Telemetry {
             scenario,
-            json,
-            plots,
-            server_pid,
+            out,
             worker: None,
         } => {
-            let path = scenario.context("--scenario is required")?;
-            let mut s = TelemetryScenario::load(&path)?;
-            if server_pid.is_some() {
-                s.fleet.server_pid = server_pid;
-            }
-            run_with_plots("telemetry", json, plots, |json| telemetry::main(&s, json))
+            let mut s = TelemetryScenario::load(&scenario_path(scenario)?)?;
+            s.fleet.server_pid = out.server_pid.or(s.fleet.server_pid);
+            out.run("telemetry", |json| telemetry::main(&s, json))
         }
         Cmd::CommandRoundtrip {
             worker: Some(share),
@@ -316,32 +282,23 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::CommandRoundtrip {
             scenario,
             api_key_file,
-            json,
-            plots,
-            server_pid,
+            out,
             worker: None,
         } => {
-            let path = scenario.context("--scenario is required")?;
-            let mut s = CommandScenario::load(&path)?;
-            if server_pid.is_some() {
-                s.fleet.server_pid = server_pid;
-            }
-            run_with_plots("command-roundtrip", json, plots, |json| {
+            let mut s = CommandScenario::load(&scenario_path(scenario)?)?;
+            s.fleet.server_pid = out.server_pid.or(s.fleet.server_pid);
+            out.run("command-roundtrip", |json| {
                 command::main(&s, api_key_file.as_deref(), json)
             })
         }
         Cmd::CoapSleepers {
             scenario,
             api_key_file,
-            json,
-            plots,
-            server_pid,
+            out,
         } => {
             let mut s = SleepersScenario::load(&scenario)?;
-            if server_pid.is_some() {
-                s.server_pid = server_pid;
-            }
-            run_with_plots("coap-sleepers", json, plots, |json| {
+            s.server_pid = out.server_pid.or(s.server_pid);
+            out.run("coap-sleepers", |json| {
                 sleepers::main(&s, api_key_file.as_deref(), json)
             })
         }

@@ -369,6 +369,20 @@ pub struct Devices {
     pub dropped: BTreeMap<String, u64>,
 }
 
+impl Devices {
+    /// One line per connect failure and per lost connection, by reason (empty when none).
+    pub fn problems_text(&self) -> String {
+        let mut out = String::new();
+        for (k, v) in &self.failures {
+            out += &format!("  connect failure {k}: {v}\n");
+        }
+        for (k, v) in &self.dropped {
+            out += &format!("  dropped {k}: {v}\n");
+        }
+        out
+    }
+}
+
 /// Message counts.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Messages {
@@ -515,12 +529,7 @@ impl TelemetryReport {
             g.processes,
             g.cores_busy_publishing
         );
-        for (k, v) in &self.devices.failures {
-            out += &format!("  connect failure {k}: {v}\n");
-        }
-        for (k, v) in &self.devices.dropped {
-            out += &format!("  dropped {k}: {v}\n");
-        }
+        out += &self.devices.problems_text();
         out
     }
 }
