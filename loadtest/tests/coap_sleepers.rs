@@ -13,7 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{LOADTEST, check_generator, check_series, fleetgate_bin, read_report, run_bounded};
+use common::{
+    LOADTEST, check_generator, check_series, fleetgate_bin, read_report, run_bounded, run_scenario,
+    succeeded,
+};
 
 const DEVICES: u64 = 200;
 const WAKE: u64 = 20;
@@ -119,26 +122,15 @@ fn sleepers_register_hibernate_and_get_their_commands_on_waking() {
     )
     .unwrap();
     let json = work.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("coap-sleepers")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--api-key-file")
-            .arg(server.admin_key_file())
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "coap-sleepers",
+        &scenario,
+        &["--api-key-file".as_ref(), server.admin_key_file().as_ref()],
+        server.child.id(),
+        &json,
         Duration::from_secs(90),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (_, stderr) = succeeded(&out);
     // stderr is not a terminal here: each phase's progress ends in one plain line.
     for line in [
         "registering [",

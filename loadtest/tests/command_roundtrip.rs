@@ -9,7 +9,10 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
+use common::{
+    LOADTEST, check_generator, check_series, read_report, run_bounded, run_scenario, start_server,
+    succeeded,
+};
 
 fn scenario_text(server: &common::Server, command_qos: u8) -> String {
     format!(
@@ -24,26 +27,15 @@ fn roundtrip(command_qos: u8) {
     let scenario = dir.path().join("command-roundtrip.toml");
     std::fs::write(&scenario, scenario_text(&server, command_qos)).unwrap();
     let json = dir.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("command-roundtrip")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--api-key-file")
-            .arg(server.admin_key_file())
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "command-roundtrip",
+        &scenario,
+        &["--api-key-file".as_ref(), server.admin_key_file().as_ref()],
+        server.child.id(),
+        &json,
         Duration::from_secs(120),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    succeeded(&out);
 
     let r = read_report(&json);
     assert_eq!(r["scenario_kind"], "command-roundtrip");
@@ -138,26 +130,15 @@ fn commands_reach_devices_in_two_processes() {
     );
     std::fs::write(&scenario, text).unwrap();
     let json = dir.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("command-roundtrip")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--api-key-file")
-            .arg(server.admin_key_file())
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "command-roundtrip",
+        &scenario,
+        &["--api-key-file".as_ref(), server.admin_key_file().as_ref()],
+        server.child.id(),
+        &json,
         Duration::from_secs(120),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, _) = succeeded(&out);
     assert!(stdout.contains("in 2 worker process(es)"), "{stdout}");
 
     let r = read_report(&json);

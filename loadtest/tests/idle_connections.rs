@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{LOADTEST, read_report, run_bounded, start_server};
+use common::{LOADTEST, read_report, run_bounded, run_scenario, start_server};
 
 fn scenario(dir: &Path, target: &str, seed: u64, count: u64) -> PathBuf {
     let path = dir.join("scenario.toml");
@@ -35,15 +35,12 @@ fn idle_run(driver: &str, subscribe: bool) {
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str(&format!("subscribe = {subscribe}\n"));
     std::fs::write(&path, text).unwrap();
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("idle-connections")
-            .arg("--scenario")
-            .arg(&path)
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "idle-connections",
+        &path,
+        &[],
+        server.child.id(),
+        &json,
         Duration::from_secs(180),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);

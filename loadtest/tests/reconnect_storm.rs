@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{LOADTEST, read_report, run_bounded, start_server};
+use common::{LOADTEST, read_report, run_bounded, run_scenario, start_server, succeeded};
 
 fn scenario(dir: &Path, target: &str, count: u64) -> PathBuf {
     let path = dir.join("reconnect.toml");
@@ -30,24 +30,15 @@ fn every_device_reconnects_after_the_storm() {
     let server = start_server("epoll", 200, 7);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("reconnect-storm")
-            .arg("--scenario")
-            .arg(scenario(dir.path(), &server.mqtt, 200))
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "reconnect-storm",
+        scenario(dir.path(), &server.mqtt, 200),
+        &[],
+        server.child.id(),
+        &json,
         Duration::from_secs(240),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = succeeded(&out);
     assert!(
         stdout.contains("200 reconnected of 200 dropped"),
         "{stdout}"

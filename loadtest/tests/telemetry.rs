@@ -10,7 +10,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{LOADTEST, check_generator, check_series, read_report, run_bounded, start_server};
+use common::{
+    LOADTEST, check_generator, check_series, read_report, run_bounded, run_scenario, start_server,
+    succeeded,
+};
 use fleetgate_loadtest::scenario::TelemetryScenario;
 use fleetgate_loadtest::traffic::protocol::{Job, WorkerInit};
 
@@ -27,24 +30,15 @@ fn telemetry(qos: u8, payload_bytes: u64) {
     )
     .unwrap();
     let json = dir.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("telemetry")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "telemetry",
+        &scenario,
+        &[],
+        server.child.id(),
+        &json,
         Duration::from_secs(120),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, _) = succeeded(&out);
     assert!(stdout.contains("20 of 20 devices connected"), "{stdout}");
 
     let r = read_report(&json);
@@ -141,24 +135,15 @@ fn devices_in_two_processes_add_up() {
     )
     .unwrap();
     let json = dir.path().join("report.json");
-    let out = run_bounded(
-        Command::new(LOADTEST)
-            .arg("telemetry")
-            .arg("--scenario")
-            .arg(&scenario)
-            .arg("--server-pid")
-            .arg(server.child.id().to_string())
-            .arg("--json")
-            .arg(&json),
+    let out = run_scenario(
+        "telemetry",
+        &scenario,
+        &[],
+        server.child.id(),
+        &json,
         Duration::from_secs(120),
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{stderr}",
-        out.status
-    );
+    let (stdout, stderr) = succeeded(&out);
     assert!(stdout.contains("300 of 300 devices connected"), "{stdout}");
     assert!(stdout.contains("in 2 worker process(es)"), "{stdout}");
     assert!(

@@ -323,6 +323,42 @@ pub(crate) fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `fleetgate-loadtest SUBCOMMAND --scenario FILE [EXTRA…] --server-pid PID --json JSON`
+/// within `limit`.
+pub(crate) fn run_scenario(
+    subcommand: &str,
+    scenario: impl AsRef<std::ffi::OsStr>,
+    extra: &[&std::ffi::OsStr],
+    server_pid: u32,
+    json: &Path,
+    limit: Duration,
+) -> Output {
+    run_bounded(
+        Command::new(LOADTEST)
+            .arg(subcommand)
+            .arg("--scenario")
+            .arg(scenario)
+            .args(extra)
+            .arg("--server-pid")
+            .arg(server_pid.to_string())
+            .arg("--json")
+            .arg(json),
+        limit,
+    )
+}
+
+/// Asserts that a run exited 0 (showing its output otherwise); returns its stdout and stderr.
+pub(crate) fn succeeded(out: &Output) -> (String, String) {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{stdout}\n{stderr}",
+        out.status
+    );
+    (stdout, stderr)
+}
+
 /// Reads a JSON report.
 pub(crate) fn read_report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
