@@ -7,10 +7,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use common::{
@@ -53,63 +51,17 @@ fn sleepers_register_hibernate_and_get_their_commands_on_waking() {
     assert!(!stdout.contains("\"errors\":[\""), "{stdout}");
 
     let coap = format!("127.0.0.1:{}", free_udp_port());
-    let mut cmd = Command::new(fleetgate_bin());
-    cmd.arg("--data-dir").arg(&data).args([
-        "--api-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        "--set",
-        "engine.mqtt.listen=127.0.0.1:0",
-        "--set",
-        "engine.coap.enabled=true",
-        "--set",
-        &format!("engine.coap.listen={coap}"),
-        "--set",
-        "engine.lwm2m.awake_window_secs=2",
-    ]);
-    for off in ["mqtts", "mqtt_ws", "coaps", "device_https", "app_mqtt"] {
-        cmd.args(["--set", &format!("engine.{off}.enabled=false")]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads every log line (so the pipe never fills) and passes on the listeners.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                let addr = v["addr"].as_str().unwrap_or_default().to_owned();
-                if v["message"] == "api listening" {
-                    let _ = tx.send(("api", addr));
-                } else if v["message"] == "coap/lwm2m listening" {
-                    let _ = tx.send(("coap", addr));
-                }
-            }
-        }
-    });
-    // Killed by its pid on drop, whatever happens below.
-    let mut server = common::Server {
-        child,
-        mqtt: String::new(),
-        api: String::new(),
+    let (server, _) = common::launch(
         data,
         dir,
-    };
-    let mut coap_up = false;
-    while server.api.is_empty() || !coap_up {
-        let (what, addr) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("fleetgate did not log its listeners within 60 s");
-        match what {
-            "api" => server.api = addr,
-            _ => coap_up = true,
-        }
-    }
+        &["coap"],
+        &[
+            "engine.coap.enabled=true".to_owned(),
+            format!("engine.coap.listen={coap}"),
+            "engine.lwm2m.awake_window_secs=2".to_owned(),
+        ],
+        &["coap/lwm2m listening"],
+    );
     let api = server.api.clone();
 
     let work = tempfile::tempdir().unwrap();

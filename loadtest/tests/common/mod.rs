@@ -113,6 +113,32 @@ pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
         "provision reported errors: {stdout}"
     );
 
+    launch(data, dir, &[], &[format!("engine.driver={driver}")], &[]).0
+}
+
+/// The device listeners `launch` turns off unless asked for.
+const LISTENERS: [&str; 6] = [
+    "mqtts",
+    "mqtt_ws",
+    "coap",
+    "coaps",
+    "device_https",
+    "app_mqtt",
+];
+
+/// Starts fleetgate on `data` with its API and MQTT listeners on free loopback ports, every
+/// other device listener off except `enable`, and `sets` as further `--set` values; a thread
+/// reads its every log line (so the pipe never fills). Waits (60 s at most) until it has
+/// logged its MQTT and API listeners and each of `logged` (e.g. "coap/lwm2m listening"). The
+/// returned [`Server`] owns `dir` and kills the process on drop; the addresses of `logged`
+/// come in that order.
+pub(crate) fn launch(
+    data: PathBuf,
+    dir: tempfile::TempDir,
+    enable: &[&str],
+    sets: &[String],
+    logged: &[&str],
+) -> (Server, Vec<String>) {
     let mut cmd = Command::new(fleetgate_bin());
     cmd.arg("--data-dir").arg(&data).args([
         "--api-listen",
@@ -121,18 +147,12 @@ pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
         "json",
         "--set",
         "engine.mqtt.listen=127.0.0.1:0",
-        "--set",
-        &format!("engine.driver={driver}"),
     ]);
-    for off in [
-        "mqtts",
-        "mqtt_ws",
-        "coap",
-        "coaps",
-        "device_https",
-        "app_mqtt",
-    ] {
+    for off in LISTENERS.iter().filter(|l| !enable.contains(l)) {
         cmd.args(["--set", &format!("engine.{off}.enabled=false")]);
+    }
+    for set in sets {
+        cmd.args(["--set", set]);
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -142,19 +162,18 @@ pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        // Reads every log line (so the pipe never fills) and passes on the listeners.
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(message) = v["message"].as_str()
+                && message.ends_with(" listening")
+            {
                 let addr = v["addr"].as_str().unwrap_or_default().to_owned();
-                if v["message"] == "mqtt listening" {
-                    let _ = tx.send(("mqtt", addr));
-                } else if v["message"] == "api listening" {
-                    let _ = tx.send(("api", addr));
-                }
+                let _ = tx.send((message.to_owned(), addr));
             }
         }
     });
+    // Killed by its pid on drop, whatever happens below.
     let mut server = Server {
         child,
         mqtt: String::new(),
@@ -162,16 +181,21 @@ pub(crate) fn start_server(driver: &str, count: u64, seed: u64) -> Server {
         data,
         dir,
     };
-    while server.mqtt.is_empty() || server.api.is_empty() {
-        let (what, addr) = rx
+    let wanted: Vec<&str> = ["mqtt listening", "api listening"]
+        .into_iter()
+        .chain(logged.iter().copied())
+        .collect();
+    let mut found = std::collections::HashMap::new();
+    while wanted.iter().any(|w| !found.contains_key(*w)) {
+        let (message, addr) = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("fleetgate did not log its listeners within 60 s");
-        match what {
-            "mqtt" => server.mqtt = addr,
-            _ => server.api = addr,
-        }
+        found.insert(message, addr);
     }
-    server
+    server.mqtt = found["mqtt listening"].clone();
+    server.api = found["api listening"].clone();
+    let addrs = logged.iter().map(|w| found[*w].clone()).collect();
+    (server, addrs)
 }
 
 /// A peer program installed by `.ci/deps test` (looked up on `PATH`, then in `/usr/sbin`,
